@@ -1,0 +1,191 @@
+//! The module's one error type. Three families are kept apart: the peer or the
+//! operator sent something wrong (`Refused`, `Invalid*`, `Session*`, credentials,
+//! ceremony mismatches), the host misused the API or its storage failed (`Nvm`,
+//! `Encoding`), and an internal invariant broke (`Fatal`, `Crypto`).
+
+use crate::command::{Command, Refusal};
+use crate::role::Role;
+use crate::state::ModuleState;
+
+/// Result with the module's [`Error`].
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Everything that can go wrong in the module. Each message says what to do next.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The command table refused the command.
+    #[error("{command:?} refused in {state} state{}: {}", role.map(|r| format!(" for role {r}")).unwrap_or_default(), refusal_help(*reason))]
+    Refused {
+        /// The refused command.
+        command: Command,
+        /// The module's current state.
+        state: ModuleState,
+        /// The logged-on role, if any.
+        role: Option<Role>,
+        /// Why.
+        reason: Refusal,
+    },
+    /// An argument is out of range or malformed.
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// Bytes from outside could not be decoded.
+    #[error("malformed {what}: the input is truncated, oversized or not of this format")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+    },
+    /// Unknown user or wrong password (one error for both, so a caller cannot probe for user ids).
+    #[error("logon failed: unknown user or wrong password")]
+    InvalidCredentials,
+    /// The account reached its logon failure limit.
+    #[error(
+        "account {user} is locked after too many failed logons; an administrator must unlock it"
+    )]
+    AccountLocked {
+        /// The locked account.
+        user: String,
+    },
+    /// The account or its password has expired.
+    #[error("account {user}: the {what} has expired; an administrator must renew it")]
+    Expired {
+        /// The account.
+        user: String,
+        /// "account" or "password".
+        what: &'static str,
+    },
+    /// The logged-on user was idle longer than the account's logon time-out.
+    #[error("logon timed out after inactivity; log on again")]
+    LogonTimedOut,
+    /// Someone is already logged on, or a session is already open with a user logged on.
+    #[error("{what}")]
+    Busy {
+        /// What is in the way.
+        what: &'static str,
+    },
+    /// A session message had a bad MAC, bad seal or wrong session id (deliberately opaque).
+    #[error("session message rejected: authentication failed")]
+    SessionMessageRejected,
+    /// A session message arrived out of order or was replayed.
+    #[error(
+        "session message out of order: expected counter {expected}, got {got} (replayed or reordered)"
+    )]
+    SessionOutOfOrder {
+        /// The counter the module expected.
+        expected: u64,
+        /// The counter it got.
+        got: u64,
+    },
+    /// A command carrying a password arrived MAC'd but not sealed.
+    #[error("{command:?} carries a password and must be sent sealed")]
+    MustBeSealed {
+        /// The command.
+        command: Command,
+    },
+    /// The access-control change would leave fewer than the minimal account set.
+    #[error(
+        "access control needs at least one administrator, one security officer and two key custodians"
+    )]
+    MinimalAccountSet,
+    /// The named account does not exist or already exists.
+    #[error("account {user}: {what}")]
+    Account {
+        /// The account.
+        user: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// A master-key-set precondition does not hold.
+    #[error("master key set: {what}")]
+    Mks {
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A share does not belong to this import: another module, another ceremony, or a mismatch.
+    #[error("share refused: {what}")]
+    ShareRefused {
+        /// Which binding failed.
+        what: &'static str,
+    },
+    /// Fewer shares than the threshold were imported.
+    #[error("{have} of {threshold} shares imported; import more shares before combining")]
+    NotEnoughShares {
+        /// Shares imported so far.
+        have: usize,
+        /// Shares needed.
+        threshold: u8,
+    },
+    /// A key token could not be opened (tampered, or under an MKS this module does not hold).
+    #[error("key token refused: {what}")]
+    Token {
+        /// What went wrong.
+        what: &'static str,
+    },
+    /// Non-volatile memory could not be read or written.
+    #[error("non-volatile memory: {what}; check the module directory and its key file")]
+    Nvm {
+        /// What failed.
+        what: String,
+    },
+    /// The module is in Error state or hit a fatal fault; Reset is required (or a reboot for a non-fatal error).
+    #[error("module error: {what}")]
+    Fatal {
+        /// What happened.
+        what: &'static str,
+    },
+    /// A cryptographic operation failed inside the module.
+    #[error("cryptographic failure: {0}")]
+    Crypto(#[from] postvault_crypto::Error),
+    /// Test-only: a crash injected at a failure point.
+    #[error("injected crash at {0:?}")]
+    InjectedCrash(crate::module::FailPoint),
+}
+
+fn refusal_help(r: Refusal) -> &'static str {
+    match r {
+        Refusal::WrongState => {
+            "the command is not available in this state (see `postvault module status`)"
+        }
+        Refusal::NoSession => "open an operator session first",
+        Refusal::NotLoggedOn => "log on first",
+        Refusal::WrongRole => "log on as a user whose role may issue it",
+    }
+}
+
+impl Error {
+    /// A stable numeric reason code for the audit log.
+    #[must_use]
+    pub fn reason_code(&self) -> u16 {
+        match self {
+            Error::Refused { reason, .. } => match reason {
+                Refusal::WrongState => 101,
+                Refusal::NoSession => 102,
+                Refusal::NotLoggedOn => 103,
+                Refusal::WrongRole => 104,
+            },
+            Error::InvalidArgument { .. } => 201,
+            Error::Malformed { .. } => 202,
+            Error::InvalidCredentials => 301,
+            Error::AccountLocked { .. } => 302,
+            Error::Expired { .. } => 303,
+            Error::LogonTimedOut => 304,
+            Error::Busy { .. } => 305,
+            Error::SessionMessageRejected => 401,
+            Error::SessionOutOfOrder { .. } => 402,
+            Error::MustBeSealed { .. } => 403,
+            Error::MinimalAccountSet => 501,
+            Error::Account { .. } => 502,
+            Error::Mks { .. } => 601,
+            Error::ShareRefused { .. } => 602,
+            Error::NotEnoughShares { .. } => 603,
+            Error::Token { .. } => 604,
+            Error::Nvm { .. } => 901,
+            Error::Fatal { .. } => 902,
+            Error::Crypto(_) => 903,
+            Error::InjectedCrash(_) => 999,
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Non-volatile memory in a directory: one file per slot, each sealed with
+//! AES-256-GCM under a 32-byte *storage key* kept in a separate key file, with the
+//! slot name bound as associated data so records cannot be swapped between slots.
+//!
+//! The storage key plays the part of the 4758's PPD key. This file implementation
+//! keeps it in `storage.key` beside the records, which protects against a copied
+//! record directory but not against someone who can read both. A deployment keeps
+//! the storage key in a TPM or HSM and passes it in through [`FileNvm::open_with_key`].
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use postvault_crypto::{Secret32, aead};
+use zeroize::Zeroizing;
+
+use super::{Nvm, Slot};
+use crate::error::{Error, Result};
+
+const FORMAT: &[u8] = b"postvault nvm v1";
+/// File name of the storage key inside a module directory.
+pub const KEY_FILE: &str = "storage.key";
+/// Sub-directory holding the sealed slot records.
+pub const RECORD_DIR: &str = "nvm";
+
+/// Slots stored as sealed files under `<dir>/nvm/`.
+pub struct FileNvm {
+    dir: PathBuf,
+    key: Secret32,
+}
+
+fn io_err(what: &str, path: &Path, e: &std::io::Error) -> Error {
+    Error::Nvm {
+        what: format!("{what} {}: {e}", path.display()),
+    }
+}
+
+impl FileNvm {
+    /// Opens (or creates) a module directory, creating its storage key file on first use.
+    ///
+    /// # Errors
+    /// [`Error::Nvm`] if the directory or key file cannot be created or read, or the key file is malformed.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let records = dir.join(RECORD_DIR);
+        fs::create_dir_all(&records).map_err(|e| io_err("cannot create", &records, &e))?;
+        let key_path = dir.join(KEY_FILE);
+        let key = match fs::read(&key_path) {
+            Ok(bytes) => Secret32::from_slice(&Zeroizing::new(bytes)).map_err(|_| Error::Nvm {
+                what: format!("{} is not a 32-byte storage key", key_path.display()),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Secret32::generate()?;
+                write_atomic(&key_path, key.expose())?;
+                key
+            }
+            Err(e) => return Err(io_err("cannot read", &key_path, &e)),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    /// Opens a module directory with a storage key held elsewhere (TPM, HSM).
+    ///
+    /// # Errors
+    /// [`Error::Nvm`] if the directory cannot be created.
+    pub fn open_with_key(dir: &Path, key: Secret32) -> Result<Self> {
+        let records = dir.join(RECORD_DIR);
+        fs::create_dir_all(&records).map_err(|e| io_err("cannot create", &records, &e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    fn path(&self, slot: Slot) -> PathBuf {
+        self.dir
+            .join(RECORD_DIR)
+            .join(format!("{}.rec", slot.name()))
+    }
+
+    fn aad(slot: Slot) -> Vec<u8> {
+        [FORMAT, b"/", slot.name().as_bytes()].concat()
+    }
+}
+
+/// Writes a file by writing a temporary sibling, syncing it, and renaming it over the target.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| io_err("cannot create", &tmp, &e))?;
+    f.write_all(data)
+        .map_err(|e| io_err("cannot write", &tmp, &e))?;
+    f.sync_all().map_err(|e| io_err("cannot sync", &tmp, &e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename", path, &e))
+}
+
+impl Nvm for FileNvm {
+    fn read(&self, slot: Slot) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let path = self.path(slot);
+        let sealed = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("cannot read", &path, &e)),
+        };
+        let plain = aead::open(&self.key, &Self::aad(slot), &sealed).map_err(|_| Error::Nvm {
+            what: format!(
+                "{} failed authentication (tampered, or sealed under another storage key)",
+                path.display()
+            ),
+        })?;
+        Ok(Some(Zeroizing::new(plain.expose().to_vec())))
+    }
+
+    fn write(&mut self, slot: Slot, data: &[u8]) -> Result<()> {
+        let sealed = aead::seal(&self.key, &Self::aad(slot), data)?;
+        write_atomic(&self.path(slot), &sealed)
+    }
+
+    fn remove(&mut self, slot: Slot) -> Result<()> {
+        let path = self.path(slot);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("cannot remove", &path, &e)),
+        }
+    }
+}

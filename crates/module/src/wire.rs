@@ -1,0 +1,336 @@
+//! The commands and replies that cross the module boundary. Requests other than
+//! the four session-less ones travel inside [`crate::session::SessionMessage`]s.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::account::{AccountChanges, AccountView, NewAccount};
+use crate::audit::AuditEntry;
+use crate::error::{Error, Result};
+use crate::mks::MksInfo;
+use crate::role::{Role, UserId};
+use crate::session::SessionMessage;
+use crate::state::ModuleState;
+
+/// A password: the host's hash of an operator's passphrase. Zeroizes on drop, prints redacted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// Shortest accepted password.
+    pub const MIN_LEN: usize = 12;
+    /// Longest accepted password.
+    pub const MAX_LEN: usize = 256;
+
+    /// Wraps password bytes.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The bytes, for hashing inside the module.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length bounds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if shorter than 12 or longer than 256 bytes.
+    pub fn check_strength(&self) -> Result<()> {
+        if (Self::MIN_LEN..=Self::MAX_LEN).contains(&self.0.len()) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument {
+                what: "passwords must be 12 to 256 bytes long",
+            })
+        }
+    }
+}
+
+impl core::fmt::Debug for Password {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Configuration fixed at Start Initialization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleConfig {
+    /// Sign an audit entry at least every this many entries (seed: every 100th).
+    pub audit_sign_interval: u32,
+    /// Argon2id memory cost, KiB.
+    pub argon2_m_cost_kib: u32,
+    /// Argon2id passes.
+    pub argon2_t_cost: u32,
+}
+
+impl Default for ModuleConfig {
+    fn default() -> Self {
+        let p = postvault_crypto::password::Argon2Params::RECOMMENDED;
+        Self {
+            audit_sign_interval: 100,
+            argon2_m_cost_kib: p.m_cost_kib,
+            argon2_t_cost: p.t_cost,
+        }
+    }
+}
+
+impl ModuleConfig {
+    /// Argon2id parameters of this configuration.
+    #[must_use]
+    pub fn argon2(&self) -> postvault_crypto::password::Argon2Params {
+        postvault_crypto::password::Argon2Params {
+            m_cost_kib: self.argon2_m_cost_kib,
+            t_cost: self.argon2_t_cost,
+            p_cost: 1,
+        }
+    }
+
+    /// Cheap parameters for tests.
+    #[must_use]
+    pub fn for_tests() -> Self {
+        let p = postvault_crypto::password::Argon2Params::FAST_FOR_TESTS;
+        Self {
+            audit_sign_interval: 100,
+            argon2_m_cost_kib: p.m_cost_kib,
+            argon2_t_cost: p.t_cost,
+        }
+    }
+}
+
+/// Requests that need no session.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Outer {
+    /// Status report.
+    GetStatus,
+    /// Start Initialization with this configuration.
+    StartInitialization(ModuleConfig),
+    /// Erase everything.
+    Reset,
+    /// Open an operator session with the host's ephemeral X25519 public key.
+    OpenSession {
+        /// Host ephemeral public key.
+        host_public: [u8; 32],
+    },
+    /// A MAC'd (and maybe sealed) request inside the session.
+    Session(SessionMessage),
+}
+
+/// Replies to [`Outer`] requests.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum OuterReply {
+    /// Status report.
+    Status(Box<Status>),
+    /// Start Initialization done: the audit verification key and module serial.
+    Initialized {
+        /// Module serial.
+        serial: String,
+        /// Audit verification public key (algorithm id, bytes).
+        audit_key: (u8, Vec<u8>),
+    },
+    /// Reset done.
+    ResetDone,
+    /// Session opened.
+    SessionOpened(crate::session::SessionOpened),
+    /// A MAC'd (and maybe sealed) reply inside the session.
+    Session(SessionMessage),
+}
+
+/// A module status report (Get Status).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Current state.
+    pub current: ModuleState,
+    /// Persistent state.
+    pub persistent: ModuleState,
+    /// Module serial (none before initialisation).
+    pub serial: Option<String>,
+    /// Module clock, seconds since the Unix epoch.
+    pub time: u64,
+    /// Audit verification public key (algorithm id, bytes).
+    pub audit_key: Option<(u8, Vec<u8>)>,
+    /// Next audit sequence number.
+    pub audit_next_seq: u64,
+    /// Hash of the last audit entry.
+    pub audit_head: [u8; 32],
+    /// Active master key set.
+    pub active_mks: Option<MksInfo>,
+    /// Dormant master key set.
+    pub dormant_mks: Option<MksInfo>,
+    /// Transport public key, if generated.
+    pub transport_key: Option<[u8; 32]>,
+    /// Export in progress: (shares exported, shares in all).
+    pub export_progress: Option<(u8, u8)>,
+    /// Import in progress: (shares received, threshold), once the first share is in.
+    pub import_progress: Option<(u8, u8)>,
+    /// Number of accounts.
+    pub accounts: usize,
+    /// Whether a session is open, and who is logged on.
+    pub session_open: bool,
+    /// Logged-on user.
+    pub logged_on: Option<(UserId, Role)>,
+}
+
+/// Requests inside a session.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Create the minimal account set.
+    InitializeAccessControl(Vec<NewAccount>),
+    /// Log on.
+    Logon {
+        /// User id.
+        user: UserId,
+        /// Password.
+        password: Password,
+    },
+    /// Log off.
+    Logoff,
+    /// Query the logged-on user.
+    QueryCurrentUser,
+    /// Close the session.
+    CloseSession,
+    /// Open Administrative state.
+    BeginAdmin,
+    /// Close Administrative state.
+    EndAdmin,
+    /// Create an account.
+    CreateAccount(NewAccount),
+    /// Delete an account.
+    DeleteAccount(UserId),
+    /// Modify an account.
+    ModifyAccount(UserId, AccountChanges),
+    /// List accounts.
+    ViewAccounts,
+    /// Change own password.
+    ChangePassword {
+        /// Current password.
+        old: Password,
+        /// New password.
+        new: Password,
+    },
+    /// Set the module clock (seconds since the Unix epoch).
+    SetClock(u64),
+    /// Generate an MKS.
+    GenerateMks,
+    /// Generate the transport key pair.
+    GenerateTransportKey,
+    /// Output the transport public key.
+    ExportTransportKey,
+    /// Split the active MKS.
+    CreateMksShares {
+        /// Number of shares (one per key custodian), at least 2.
+        shares: u8,
+        /// Shares needed to combine, at least 2.
+        threshold: u8,
+        /// Whether the destination may export the MKS again.
+        exportable: bool,
+    },
+    /// Export the next share sealed to a transport public key.
+    ExportShare {
+        /// Destination module's transport public key.
+        destination: [u8; 32],
+    },
+    /// Abandon the export.
+    AbortExport,
+    /// Enter Importing Shares state.
+    StartImportingMks,
+    /// Import one sealed share (the bytes of a share file).
+    ImportShare(Vec<u8>),
+    /// Combine the imported shares.
+    CombineShares,
+    /// Discard imported shares.
+    AbortImport,
+    /// Activate the dormant MKS.
+    ActivateMks,
+    /// Delete the dormant MKS.
+    DeleteDormantMks,
+    /// Make a test key token.
+    GenerateTestToken {
+        /// Owner label written in the token header.
+        owner: String,
+    },
+    /// Open a token and report its key check value.
+    VerifyToken(Vec<u8>),
+    /// Re-seal a token under the active MKS.
+    TranslateToken(Vec<u8>),
+    /// Output the audit verification key.
+    ExportAuditKey,
+    /// Add an operator note to the audit log.
+    CreateAuditEntry {
+        /// The note (at most 1 KiB).
+        note: String,
+        /// Force a signature on this entry.
+        force_signature: bool,
+    },
+}
+
+/// Which MKS slot opened a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenedUnder {
+    /// The active MKS.
+    Active,
+    /// The dormant (previous) MKS: translate the token before deleting it.
+    Dormant,
+}
+
+/// Replies inside a session.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to return.
+    Done,
+    /// The logged-on user.
+    CurrentUser(UserId, Role),
+    /// The accounts.
+    Accounts(Vec<AccountView>),
+    /// An MKS was generated, combined or activated.
+    Mks(MksInfo),
+    /// The transport public key.
+    TransportKey([u8; 32]),
+    /// The export ceremony started.
+    SharesCreated {
+        /// Ceremony nonce, printed for the custodians.
+        ceremony: [u8; 16],
+    },
+    /// One sealed share (the bytes of a share file), and how many remain.
+    Share {
+        /// The share file bytes.
+        share: Vec<u8>,
+        /// Shares still to export.
+        remaining: u8,
+    },
+    /// Import progress after a share.
+    ShareImported {
+        /// Shares received.
+        received: u8,
+        /// Threshold.
+        threshold: u8,
+    },
+    /// A key token and its key check value.
+    Token {
+        /// Token bytes.
+        token: Vec<u8>,
+        /// Key check value of the key inside.
+        kcv: [u8; 8],
+    },
+    /// A token opened.
+    TokenChecked {
+        /// Key check value of the key inside.
+        kcv: [u8; 8],
+        /// Which MKS opened it.
+        under: OpenedUnder,
+    },
+    /// The audit verification key (algorithm id, bytes).
+    AuditKey(u8, Vec<u8>),
+}
+
+/// What a module call produces: the result, and the audit entries the host must
+/// store before it releases the result (fail closed).
+#[derive(Debug)]
+pub struct Output<T> {
+    /// The command's result.
+    pub result: Result<T>,
+    /// Audit entries made by the command, oldest first.
+    pub audit: Vec<AuditEntry>,
+}

@@ -1,0 +1,64 @@
+//! Clean power-off versus crash: a clean power-off resumes in the same state; a
+//! power-on without one runs boot detection. Both make a signed first entry.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use common::*;
+use postvault_module::audit::{AuditData, REASON_BOOT, REASON_RESUME, verify_log};
+use postvault_module::state::ModuleState;
+use postvault_module::wire::Request;
+
+fn administrative_master() -> Hsm<postvault_module::nvm::MemNvm> {
+    let mut m = new_master();
+    m.as_user("so", Request::BeginAdmin).unwrap();
+    assert_eq!(m.status().current, ModuleState::Administrative);
+    m
+}
+
+#[test]
+fn a_clean_power_off_resumes_in_the_same_state_with_a_signed_entry() {
+    let mut m = administrative_master();
+    m.host.shutdown().unwrap();
+    let mut m = m.reboot();
+    let s = m.status();
+    assert_eq!(
+        (s.current, s.persistent),
+        (ModuleState::Administrative, ModuleState::Administrative)
+    );
+    let first = m.entries().last().unwrap();
+    let body = first.decode_body().unwrap();
+    assert_eq!(body.reason, REASON_RESUME);
+    assert_eq!(body.data, AuditData::Resumed(ModuleState::Administrative));
+    assert!(first.signature.is_some());
+    // The administrator can carry on where the security officer left off.
+    m.as_user("admin", Request::ViewAccounts).unwrap();
+    verify_log(&m.log(), None).unwrap();
+}
+
+#[test]
+fn a_power_on_without_a_clean_power_off_is_a_reboot() {
+    let m = administrative_master();
+    let mut m = m.reboot();
+    let s = m.status();
+    assert_eq!(
+        (s.current, s.persistent),
+        (ModuleState::Operational, ModuleState::Operational)
+    );
+    let body = m.entries().last().unwrap().decode_body().unwrap();
+    assert_eq!(body.reason, REASON_BOOT);
+    // The resume record is consumed: a crash after a resumed power-on is a reboot.
+    let mut m = administrative_master();
+    m.host.shutdown().unwrap();
+    let mut m = m.reboot();
+    m.status();
+    let mut m = m.reboot();
+    assert_eq!(m.status().current, ModuleState::Operational);
+    verify_log(&m.log(), None).unwrap();
+}
