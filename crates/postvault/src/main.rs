@@ -1,0 +1,577 @@
+//! `postvault`: the one binary. This part: operator ceremonies on the
+//! cryptographic module, module status and reset, and audit log verification.
+#![forbid(unsafe_code)]
+
+mod ceremony;
+mod error;
+mod vault;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use postvault_module::audit::{AuditData, verify_log};
+use postvault_module::module::stored_audit_head;
+use postvault_module::nvm::file::{FileNvm, KEY_FILE};
+use postvault_module::role::{Role, UserId};
+use postvault_module::wire::{ModuleConfig, Outer, OuterReply, Request, Status};
+
+use crate::ceremony::AccountSpec;
+use crate::error::{CliError, exit};
+use crate::vault::Operator;
+
+/// postvault: an online postage meter. Operators run key ceremonies on the
+/// vault's cryptographic modules; auditors verify their audit logs.
+///
+/// Exit codes: 0 success; 1 refused or verification failed; 2 unreadable input;
+/// 3 storage or I/O failure; 4 module fault.
+#[derive(Parser)]
+#[command(name = "postvault", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Key ceremonies: each step logs one operator on to one module through a real session.
+    #[command(subcommand)]
+    Ceremony(CeremonyCmd),
+    /// Inspect or reset a module.
+    #[command(subcommand)]
+    Module(ModuleCmd),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Args, Clone)]
+struct Dir {
+    /// The module directory (sealed NVM, storage key, audit log).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct OperatorArgs {
+    /// The module directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// The operator's user id.
+    #[arg(long)]
+    user: String,
+    /// File holding the passphrase (else $POSTVAULT_PASSPHRASE, else one line on standard input).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CeremonyCmd {
+    /// Start Initialization and the minimal account set (1 administrator, 1 security officer, 2+ key custodians).
+    Init {
+        #[command(flatten)]
+        dir: Dir,
+        /// JSON file: [{"user": "so", "role": "security-officer", "passphrase": "..."}, ...].
+        #[arg(long)]
+        accounts: PathBuf,
+        /// Sign at least every N audit entries.
+        #[arg(long, default_value_t = 100)]
+        audit_interval: u32,
+    },
+    /// Security officer: generate a master key set (master module; or a new one for rollover).
+    GenerateMks(OperatorArgs),
+    /// Security officer: generate this module's transport key pair (clone module) and write the public key.
+    TransportKey {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// Where to write the transport public key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only export the existing key.
+        #[arg(long)]
+        export_only: bool,
+    },
+    /// Security officer: split the active MKS into shares and enter Exporting Shares.
+    CreateShares {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// Number of shares, one per key custodian.
+        #[arg(long)]
+        shares: u8,
+        /// Shares needed to combine.
+        #[arg(long)]
+        threshold: u8,
+        /// Let the destination export the MKS again (default: retained).
+        #[arg(long)]
+        exportable: bool,
+    },
+    /// Key custodian: export one share sealed to a destination's transport key.
+    ExportShare {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// The destination module's transport public key file.
+        #[arg(long)]
+        to: PathBuf,
+        /// Where to write the share.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Security officer: abandon an export ceremony.
+    AbortExport(OperatorArgs),
+    /// Security officer: enter Importing Shares (for a replacement MKS).
+    StartImport(OperatorArgs),
+    /// Key custodian: import one share file.
+    ImportShare {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// The share file.
+        #[arg(long)]
+        share: PathBuf,
+    },
+    /// Security officer: combine the imported shares.
+    Combine(OperatorArgs),
+    /// Security officer: discard imported shares.
+    AbortImport(OperatorArgs),
+    /// Security officer: activate the dormant MKS.
+    Activate(OperatorArgs),
+    /// Security officer: delete the dormant MKS.
+    DeleteDormant(OperatorArgs),
+    /// Security officer: open Administrative state.
+    BeginAdmin(OperatorArgs),
+    /// Security officer: close Administrative state.
+    EndAdmin(OperatorArgs),
+    /// Administrator: create an account.
+    CreateAccount {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// New user id.
+        #[arg(long)]
+        new_user: String,
+        /// Role: security-officer, key-custodian, administrator or auditor.
+        #[arg(long)]
+        role: String,
+        /// File holding the new account's passphrase.
+        #[arg(long)]
+        new_passphrase_file: PathBuf,
+    },
+    /// Security officer: make a test key token under the active MKS.
+    TestToken {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// Where to write the token.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Open a token inside the module and print its key check value.
+    CheckToken {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// The token file.
+        #[arg(long)]
+        token: PathBuf,
+    },
+    /// Security officer: re-seal a token under the active MKS.
+    TranslateToken {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// The token file.
+        #[arg(long)]
+        token: PathBuf,
+        /// Where to write the translated token.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the whole ceremony with generated credentials: a master and a clone in DIR/master and DIR/clone.
+    Demo {
+        #[command(flatten)]
+        dir: Dir,
+        /// Erase the modules of an earlier demo in DIR first.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModuleCmd {
+    /// Print the module's state, keys and progress.
+    Status {
+        #[command(flatten)]
+        dir: Dir,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase everything and return to Uninitialized (the audit log is archived).
+    Reset {
+        #[command(flatten)]
+        dir: Dir,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify a module's audit log: framing, hash chain, signatures, and its head
+    /// against the module's own record of it.
+    Verify {
+        /// The module directory (reads DIR/audit.log).
+        #[arg(long, required_unless_present = "log")]
+        dir: Option<PathBuf>,
+        /// An audit log file, instead of --dir.
+        #[arg(long, conflicts_with = "dir")]
+        log: Option<PathBuf>,
+        /// The head hash recorded earlier (hex); catches removed trailing entries.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+}
+
+fn passphrase(op: &OperatorArgs) -> Result<String, CliError> {
+    let raw = if let Some(f) = &op.passphrase_file {
+        std::fs::read_to_string(f).map_err(|e| CliError::io(f, &e))?
+    } else if let Ok(p) = std::env::var("POSTVAULT_PASSPHRASE") {
+        p
+    } else {
+        eprint!("passphrase for {}: ", op.user);
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::io(Path::new("<stdin>"), &e))?;
+        line
+    };
+    Ok(raw.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn operator(op: &OperatorArgs) -> Result<Operator, CliError> {
+    Ok(Operator {
+        user: UserId::new(&op.user)?,
+        passphrase: passphrase(op)?,
+    })
+}
+
+fn read_accounts(path: &Path) -> Result<Vec<AccountSpec>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, &e))?;
+    serde_json::from_str(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+}
+
+fn ceremony(cmd: CeremonyCmd) -> Result<(), CliError> {
+    use ceremony as c;
+    match cmd {
+        CeremonyCmd::Init {
+            dir,
+            accounts,
+            audit_interval,
+        } => {
+            let config = ModuleConfig {
+                audit_sign_interval: audit_interval,
+                ..ModuleConfig::default()
+            };
+            let serial = c::init(&dir.dir, &read_accounts(&accounts)?, config)?;
+            println!(
+                "module {serial} initialized in {}; next: generate-mks (master) or transport-key (clone)",
+                dir.dir.display()
+            );
+        }
+        CeremonyCmd::GenerateMks(op) => {
+            let id = c::generate_mks(&op.dir, &operator(&op)?)?;
+            println!("generated master key set {id}");
+        }
+        CeremonyCmd::TransportKey {
+            op,
+            out,
+            export_only,
+        } => {
+            c::transport_key(&op.dir, &operator(&op)?, !export_only, &out)?;
+            println!("transport public key written to {}", out.display());
+        }
+        CeremonyCmd::CreateShares {
+            op,
+            shares,
+            threshold,
+            exportable,
+        } => {
+            let n = c::create_shares(&op.dir, &operator(&op)?, shares, threshold, exportable)?;
+            println!(
+                "ceremony {n}: {shares} shares, threshold {threshold}; each key custodian now runs export-share"
+            );
+        }
+        CeremonyCmd::ExportShare { op, to, out } => {
+            let left = c::export_share(&op.dir, &operator(&op)?, &to, &out)?;
+            println!("share written to {}; {left} left to export", out.display());
+        }
+        CeremonyCmd::ImportShare { op, share } => {
+            let (r, t) = c::import_share(&op.dir, &operator(&op)?, &share)?;
+            println!("imported: {r} of {t} shares");
+        }
+        CeremonyCmd::Combine(op) => {
+            match vault::run(&op.dir, &operator(&op)?, &Request::CombineShares)? {
+                postvault_module::wire::Response::Mks(info) => {
+                    println!("combined master key set {}", hex::encode(info.id))
+                }
+                other => return Err(CliError::Check(format!("unexpected reply {other:?}"))),
+            }
+        }
+        CeremonyCmd::AbortExport(op) => done(&op, &Request::AbortExport, "export abandoned")?,
+        CeremonyCmd::StartImport(op) => done(
+            &op,
+            &Request::StartImportingMks,
+            "importing shares; key custodians now run import-share",
+        )?,
+        CeremonyCmd::AbortImport(op) => {
+            done(&op, &Request::AbortImport, "imported shares discarded")?
+        }
+        CeremonyCmd::Activate(op) => done(
+            &op,
+            &Request::ActivateMks,
+            "dormant master key set activated",
+        )?,
+        CeremonyCmd::DeleteDormant(op) => done(
+            &op,
+            &Request::DeleteDormantMks,
+            "dormant master key set deleted",
+        )?,
+        CeremonyCmd::BeginAdmin(op) => {
+            done(&op, &Request::BeginAdmin, "administrative state open")?
+        }
+        CeremonyCmd::EndAdmin(op) => done(&op, &Request::EndAdmin, "back to operational state")?,
+        CeremonyCmd::CreateAccount {
+            op,
+            new_user,
+            role,
+            new_passphrase_file,
+        } => {
+            let user = UserId::new(&new_user)?;
+            let pass = std::fs::read_to_string(&new_passphrase_file)
+                .map_err(|e| CliError::io(&new_passphrase_file, &e))?;
+            let password = vault::password(&user, pass.trim_end_matches(['\r', '\n']));
+            let req = Request::CreateAccount(postvault_module::account::NewAccount {
+                user,
+                role: Role::from_name(&role)?,
+                password,
+            });
+            done(&op, &req, "account created")?;
+        }
+        CeremonyCmd::TestToken { op, out } => {
+            let kcv = c::test_token(&op.dir, &operator(&op)?, &out)?;
+            println!(
+                "test token written to {} (key check value {kcv})",
+                out.display()
+            );
+        }
+        CeremonyCmd::CheckToken { op, token } => {
+            let (kcv, under) = c::check_token(&op.dir, &operator(&op)?, &token)?;
+            println!("token opens under the {under:?} master key set; key check value {kcv}");
+        }
+        CeremonyCmd::TranslateToken { op, token, out } => {
+            let kcv = c::translate_token(&op.dir, &operator(&op)?, &token, &out)?;
+            println!(
+                "translated token written to {} (key check value {kcv})",
+                out.display()
+            );
+        }
+        CeremonyCmd::Demo { dir, replace } => {
+            if replace {
+                c::remove_demo(&dir.dir)?;
+            }
+            let r = c::demo(&dir.dir, ModuleConfig::default(), &mut |line| {
+                println!("- {line}")
+            })?;
+            for m in [&r.master, &r.clone] {
+                let summary = verify_dir(m, None)?;
+                println!("- audit log of {}: {summary}", m.display());
+            }
+            println!(
+                "ceremony complete: master and clone share one master key set (token kcv {})",
+                r.kcv
+            );
+        }
+    }
+    Ok(())
+}
+
+fn done(op: &OperatorArgs, req: &Request, msg: &str) -> Result<(), CliError> {
+    ceremony::simple(&op.dir, &operator(op)?, req)?;
+    println!("{msg}");
+    Ok(())
+}
+
+fn status_text(s: &Status) -> String {
+    let mks = |m: &Option<postvault_module::mks::MksInfo>| {
+        m.map_or("none".to_owned(), |i| {
+            format!(
+                "{} ({})",
+                hex::encode(i.id),
+                if i.exportable {
+                    "exportable"
+                } else {
+                    "retained"
+                }
+            )
+        })
+    };
+    let mut out = vec![
+        format!(
+            "state:          {} (persistent: {})",
+            s.current, s.persistent
+        ),
+        format!("serial:         {}", s.serial.as_deref().unwrap_or("none")),
+        format!("active MKS:     {}", mks(&s.active_mks)),
+        format!("dormant MKS:    {}", mks(&s.dormant_mks)),
+        format!(
+            "transport key:  {}",
+            s.transport_key.map_or("none".to_owned(), hex::encode)
+        ),
+        format!("accounts:       {}", s.accounts),
+        format!(
+            "audit head:     {} (next entry {})",
+            hex::encode(s.audit_head),
+            s.audit_next_seq
+        ),
+    ];
+    if let Some((done, all)) = s.export_progress {
+        out.push(format!("export:         {done} of {all} shares exported"));
+    }
+    if let Some((got, need)) = s.import_progress {
+        out.push(format!(
+            "import:         {got} shares received, {need} needed"
+        ));
+    }
+    out.join("\n")
+}
+
+fn status_json(s: &Status) -> serde_json::Value {
+    let mks = |m: &Option<postvault_module::mks::MksInfo>| {
+        m.map(|i| serde_json::json!({"id": hex::encode(i.id), "exportable": i.exportable}))
+    };
+    serde_json::json!({
+        "state": s.current.name(),
+        "persistent_state": s.persistent.name(),
+        "serial": s.serial,
+        "time": s.time,
+        "active_mks": mks(&s.active_mks),
+        "dormant_mks": mks(&s.dormant_mks),
+        "transport_key": s.transport_key.map(hex::encode),
+        "audit_key": s.audit_key.as_ref().map(|(alg, k)| serde_json::json!({"alg": alg, "key": hex::encode(k)})),
+        "audit_head": hex::encode(s.audit_head),
+        "audit_next_seq": s.audit_next_seq,
+        "accounts": s.accounts,
+        "export_progress": s.export_progress,
+        "import_progress": s.import_progress,
+    })
+}
+
+fn module(cmd: ModuleCmd) -> Result<(), CliError> {
+    match cmd {
+        ModuleCmd::Status { dir, json } => {
+            let s = vault::with_module(&dir.dir, |h| Ok(h.status()?))?;
+            if json {
+                println!("{}", status_json(&s));
+            } else {
+                println!("{}", status_text(&s));
+            }
+        }
+        ModuleCmd::Reset { dir, yes } => {
+            if !yes {
+                return Err(CliError::Input(
+                    "reset erases every key and account in the module; pass --yes to confirm"
+                        .into(),
+                ));
+            }
+            vault::with_module(&dir.dir, |host| match host.call(Outer::Reset)? {
+                OuterReply::ResetDone => Ok(()),
+                _ => Err(CliError::Check("unexpected reply to Reset".into())),
+            })?;
+            if let Some(p) = vault::archive_audit_log(&dir.dir)? {
+                println!("old audit log kept as {}", p.display());
+            }
+            println!("module reset: uninitialized");
+        }
+    }
+    Ok(())
+}
+
+/// Verifies `dir/audit.log` and, when the module directory holds its storage
+/// key, that the log ends where the module's own chain head says.
+fn verify_dir(dir: &Path, expect: Option<&[u8; 32]>) -> Result<String, CliError> {
+    let log = dir.join(vault::AUDIT_LOG);
+    let summary = verify_file(&log, expect)?;
+    if dir.join(KEY_FILE).exists() {
+        let nvm = FileNvm::open(dir)?;
+        if let Some((next, head)) = stored_audit_head(&nvm)?
+            && head != summary.0
+        {
+            return Err(CliError::Check(format!(
+                "{}: the log ends at entry {} with hash {}, but the module's chain head is {} (next entry {next}): entries were removed or the log was replaced",
+                log.display(),
+                summary.1.saturating_sub(1),
+                hex::encode(summary.0),
+                hex::encode(head)
+            )));
+        }
+    }
+    Ok(summary.2)
+}
+
+fn verify_file(
+    log: &Path,
+    expect: Option<&[u8; 32]>,
+) -> Result<([u8; 32], usize, String), CliError> {
+    let bytes = std::fs::read(log).map_err(|e| CliError::io(log, &e))?;
+    let s = verify_log(&bytes, expect)?;
+    let refusals = s
+        .bodies
+        .iter()
+        .filter(|b| matches!(b.data, AuditData::Failure(_)))
+        .count();
+    let text = format!(
+        "OK: {} entries of module {}, {} signed, {} refusals recorded, {} unsigned after the last signature; head {}",
+        s.entries,
+        s.serial,
+        s.signed,
+        refusals,
+        s.unsigned_tail,
+        hex::encode(s.head)
+    );
+    Ok((s.head, s.entries, text))
+}
+
+fn audit(cmd: AuditCmd) -> Result<(), CliError> {
+    let AuditCmd::Verify {
+        dir,
+        log,
+        expect_head,
+    } = cmd;
+    let expect = expect_head
+        .map(|h| {
+            hex::decode(h.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| CliError::Input("--expect-head takes 64 hex characters".into()))
+        })
+        .transpose()?;
+    let text = match (dir, log) {
+        (Some(dir), _) => verify_dir(&dir, expect.as_ref())?,
+        (None, Some(log)) => verify_file(&log, expect.as_ref())?.2,
+        (None, None) => return Err(CliError::Input("give --dir or --log".into())),
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Top::Ceremony(c) => ceremony(c),
+        Top::Module(c) => module(c),
+        Top::Audit(c) => audit(c),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! A module directory on disk and the host around it: the module's sealed NVM
+//! (`nvm/`, `storage.key`), the host's audit log (`audit.log`, stored apart from
+//! the module's memory), and operator sessions opened through the real protocol.
+//! Every CLI invocation powers the module on afresh, as a reboot would.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use postvault_crypto::hash;
+use postvault_module::audit::AuditEntry;
+use postvault_module::host::{AuditSink, Host};
+use postvault_module::nvm::file::FileNvm;
+use postvault_module::role::UserId;
+use postvault_module::session::HostSession;
+use postvault_module::wire::{Password, Request, Response};
+use postvault_module::{Module, SystemClock};
+
+use crate::error::CliError;
+
+/// The host's audit log file inside a module directory.
+pub const AUDIT_LOG: &str = "audit.log";
+
+/// Appends audit entries to a file and syncs it before returning.
+pub struct FileAuditSink {
+    path: PathBuf,
+}
+
+impl AuditSink for FileAuditSink {
+    fn store(&mut self, entries: &[AuditEntry]) -> postvault_module::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for e in entries {
+            bytes.extend_from_slice(&e.to_stored()?);
+        }
+        let fail = |e: std::io::Error| postvault_module::Error::Nvm {
+            what: format!("cannot append to {}: {e}", self.path.display()),
+        };
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(fail)?;
+        f.write_all(&bytes).map_err(fail)?;
+        f.sync_all().map_err(fail)
+    }
+}
+
+/// A powered-on module with its audit log.
+pub type VaultHost = Host<FileNvm, FileAuditSink>;
+
+/// Powers on the module in `dir` (created if absent). Prefer [`with_module`],
+/// which also powers it off cleanly.
+///
+/// # Errors
+/// [`CliError`] if the directory cannot be opened.
+fn power_on(dir: &Path) -> Result<VaultHost, CliError> {
+    let nvm = FileNvm::open(dir)?;
+    Ok(Host::new(
+        Module::new(nvm, Box::new(SystemClock)),
+        FileAuditSink {
+            path: dir.join(AUDIT_LOG),
+        },
+    ))
+}
+
+/// Moves the audit log aside (after a reset a new chain begins).
+///
+/// # Errors
+/// [`CliError::Io`].
+pub fn archive_audit_log(dir: &Path) -> Result<Option<PathBuf>, CliError> {
+    let log = dir.join(AUDIT_LOG);
+    if !log.exists() {
+        return Ok(None);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = dir.join(format!("audit.{stamp}.log"));
+    fs::rename(&log, &to).map_err(|e| CliError::io(&log, &e))?;
+    Ok(Some(to))
+}
+
+/// The password an operator's passphrase becomes on the host: the module only
+/// ever sees this hash (seed 001: "the module only has knowledge of the hash value").
+#[must_use]
+pub fn password(user: &UserId, passphrase: &str) -> Password {
+    Password::new(
+        hash::sha256(&[
+            b"postvault operator passphrase v1\0",
+            user.as_str().as_bytes(),
+            b"\0",
+            passphrase.as_bytes(),
+        ])
+        .to_vec(),
+    )
+}
+
+/// An operator's credentials.
+pub struct Operator {
+    /// User id.
+    pub user: UserId,
+    /// Passphrase as typed.
+    pub passphrase: String,
+}
+
+/// Opens a session, logs `op` on, runs `work`, logs off and closes the session
+/// (also when `work` fails).
+///
+/// # Errors
+/// Whatever failed first.
+pub fn as_operator<T>(
+    host: &mut VaultHost,
+    op: &Operator,
+    work: impl FnOnce(&mut VaultHost, &mut HostSession) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let mut session = host.open_session()?;
+    host.send(
+        &mut session,
+        &Request::Logon {
+            user: op.user.clone(),
+            password: password(&op.user, &op.passphrase),
+        },
+    )?;
+    let result = work(host, &mut session);
+    let logoff = host
+        .send(&mut session, &Request::Logoff)
+        .and_then(|_| host.send(&mut session, &Request::CloseSession));
+    let value = result?;
+    logoff?;
+    Ok(value)
+}
+
+/// Powers the module in `dir` on, runs `work`, and powers it off cleanly
+/// (unless the module crashed), so the next invocation resumes where this one left off.
+///
+/// # Errors
+/// Whatever failed first.
+pub fn with_module<T>(
+    dir: &Path,
+    work: impl FnOnce(&mut VaultHost) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let mut host = power_on(dir)?;
+    let result = work(&mut host);
+    let off = host.shutdown();
+    let value = result?;
+    off?;
+    Ok(value)
+}
+
+/// Runs one request as an operator.
+///
+/// # Errors
+/// Whatever failed first.
+pub fn run(dir: &Path, op: &Operator, request: &Request) -> Result<Response, CliError> {
+    with_module(dir, |host| {
+        as_operator(host, op, |h, s| Ok(h.send(s, request)?))
+    })
+}
