@@ -293,6 +293,21 @@ impl<N: Nvm> Module<N> {
         self.write(Slot::Power, &current)
     }
 
+    /// Makes the next power-on a reboot even after a clean power-off (an
+    /// operator power-cycling the module, e.g. to clear a non-fatal error):
+    /// volatile state is forgotten and boot detection runs at the first command.
+    ///
+    /// # Errors
+    /// [`Error::Nvm`]; [`Error::Busy`] if the module already ran a command since power-on.
+    pub fn cold_boot(&mut self) -> Result<()> {
+        if self.booted {
+            return Err(Error::Busy {
+                what: "cold boot is only possible before the first command",
+            });
+        }
+        self.nvm.remove(Slot::Power)
+    }
+
     fn boot(&mut self, command: Option<Command>, audit: &mut Vec<AuditEntry>) -> Result<()> {
         self.booted = true;
         let outcome = match self.read::<ModuleState>(Slot::Power).ok().flatten() {
@@ -728,10 +743,11 @@ impl<N: Nvm> Module<N> {
                 ))
             }
             Request::Logoff => {
+                let user = self.user()?;
                 if let Some(s) = self.session.as_mut() {
                     s.user = None;
                 }
-                Ok((Response::Done, AuditData::None))
+                Ok((Response::Done, AuditData::Account(user)))
             }
             Request::QueryCurrentUser => {
                 let (u, r) =

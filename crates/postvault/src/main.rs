@@ -201,6 +201,12 @@ enum ModuleCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Power-cycle the module as a reboot: volatile state is lost and boot detection runs
+    /// (clears a non-fatal error; an interrupted ceremony is abandoned).
+    Reboot {
+        #[command(flatten)]
+        dir: Dir,
+    },
     /// Erase everything and return to Uninitialized (the audit log is archived).
     Reset {
         #[command(flatten)]
@@ -471,6 +477,10 @@ fn module(cmd: ModuleCmd) -> Result<(), CliError> {
             } else {
                 println!("{}", status_text(&s));
             }
+        }
+        ModuleCmd::Reboot { dir } => {
+            let s = vault::reboot(&dir.dir)?;
+            println!("rebooted\n{}", status_text(&s));
         }
         ModuleCmd::Reset { dir, yes } => {
             if !yes {

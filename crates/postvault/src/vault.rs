@@ -150,6 +150,19 @@ pub fn with_module<T>(
     Ok(value)
 }
 
+/// Power-cycles the module in `dir` as a reboot (not a resume): boot detection
+/// runs; returns the status after it.
+///
+/// # Errors
+/// Whatever failed first.
+pub fn reboot(dir: &Path) -> Result<postvault_module::wire::Status, CliError> {
+    let mut host = power_on(dir)?;
+    host.module.cold_boot()?;
+    let status = host.status();
+    host.shutdown()?;
+    Ok(status?)
+}
+
 /// Runs one request as an operator.
 ///
 /// # Errors

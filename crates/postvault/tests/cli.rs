@@ -313,3 +313,36 @@ fn reset_erases_the_module_and_archives_its_log() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn a_clean_power_off_resumes_and_a_reboot_runs_boot_detection() {
+    let tmp = tempfile::tempdir().unwrap();
+    demo(tmp.path());
+    let d = tmp.path();
+    let m = d.join("master");
+    let m = m.to_str().unwrap();
+    let state = || -> serde_json::Value {
+        let o = postvault(&["module", "status", "--dir", m, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["state"].clone()
+    };
+    let o = as_user(
+        d,
+        "so",
+        &["ceremony", "begin-admin", "--dir", m, "--user", "so"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Separate invocations resume where the last one left off.
+    assert_eq!(state(), "administrative");
+    assert_eq!(state(), "administrative");
+    // A reboot runs boot detection: Administrative lands in Operational.
+    let o = postvault(&["module", "reboot", "--dir", m]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("state:          operational (persistent: operational)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(state(), "operational");
+    let o = postvault(&["audit", "verify", "--dir", m]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -27,6 +27,8 @@ pub const RECORD_DIR: &str = "nvm";
 pub struct FileNvm {
     dir: PathBuf,
     key: Secret32,
+    /// Whether the storage key lives in this directory's key file (and is rotated at erasure).
+    owns_key: bool,
 }
 
 fn io_err(what: &str, path: &Path, e: &std::io::Error) -> Error {
@@ -58,6 +60,7 @@ impl FileNvm {
         Ok(Self {
             dir: dir.to_path_buf(),
             key,
+            owns_key: true,
         })
     }
 
@@ -71,6 +74,7 @@ impl FileNvm {
         Ok(Self {
             dir: dir.to_path_buf(),
             key,
+            owns_key: false,
         })
     }
 
@@ -124,5 +128,50 @@ impl Nvm for FileNvm {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("cannot remove", &path, &e)),
         }
+    }
+
+    /// Removes every record and, when the storage key is this directory's,
+    /// replaces it, so copies of the old records taken earlier stay sealed for good.
+    fn erase_all(&mut self) -> Result<()> {
+        Slot::ALL.into_iter().try_for_each(|s| self.remove(s))?;
+        if self.owns_key {
+            let key = Secret32::generate()?;
+            write_atomic(&self.dir.join(KEY_FILE), key.expose())?;
+            self.key = key;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn records_are_sealed_bound_to_their_slot_and_lost_at_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nvm = FileNvm::open(dir.path()).unwrap();
+        nvm.write(Slot::Mks, b"master keys").unwrap();
+        assert_eq!(
+            nvm.read(Slot::Mks).unwrap().unwrap().as_slice(),
+            b"master keys"
+        );
+        let sealed = fs::read(nvm.path(Slot::Mks)).unwrap();
+        assert!(!sealed.windows(11).any(|w| w == b"master keys"));
+        // A record moved to another slot's file does not open.
+        fs::copy(nvm.path(Slot::Mks), nvm.path(Slot::Accounts)).unwrap();
+        assert!(matches!(nvm.read(Slot::Accounts), Err(Error::Nvm { .. })));
+        // Erasure removes the records and replaces the storage key, so a copy
+        // taken before stays sealed.
+        let key_before = fs::read(dir.path().join(KEY_FILE)).unwrap();
+        nvm.erase_all().unwrap();
+        assert_eq!(nvm.read(Slot::Mks).unwrap(), None);
+        assert_ne!(fs::read(dir.path().join(KEY_FILE)).unwrap(), key_before);
+        fs::write(nvm.path(Slot::Mks), &sealed).unwrap();
+        assert!(matches!(
+            FileNvm::open(dir.path()).unwrap().read(Slot::Mks),
+            Err(Error::Nvm { .. })
+        ));
     }
 }
