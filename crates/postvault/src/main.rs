@@ -2,6 +2,7 @@
 //! cryptographic module, module status and reset, and audit log verification.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ceremony;
 mod error;
 mod vault;
@@ -43,6 +44,12 @@ enum Top {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Measure the module's operations on this machine (a scratch module in a temporary directory).
+    Bench {
+        /// Repetitions of each operation.
+        #[arg(long, default_value_t = 200)]
+        iterations: u32,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -570,12 +577,34 @@ fn audit(cmd: AuditCmd) -> Result<(), CliError> {
     Ok(())
 }
 
+fn bench(iterations: u32) -> Result<(), CliError> {
+    let dir = std::env::temp_dir().join(format!("postvault-bench-{}", std::process::id()));
+    let rows = bench::run(&dir, iterations.max(1));
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{:<58} {:>8} {:>12} {:>10}",
+        "operation", "count", "us/op", "ops/s"
+    );
+    for r in rows? {
+        let us = r.micros();
+        println!(
+            "{:<58} {:>8} {:>12.1} {:>10.0}",
+            r.name,
+            r.count,
+            us,
+            1e6 / us.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Top::Ceremony(c) => ceremony(c),
         Top::Module(c) => module(c),
         Top::Audit(c) => audit(c),
+        Top::Bench { iterations } => bench(iterations),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

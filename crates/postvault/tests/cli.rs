@@ -346,3 +346,19 @@ fn a_clean_power_off_resumes_and_a_reboot_runs_boot_detection() {
     let o = postvault(&["audit", "verify", "--dir", m]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn bench_runs_every_operation() {
+    let o = postvault(&["bench", "--iterations", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for op in [
+        "open operator session",
+        "logon + logoff",
+        "sealed request",
+        "generate key token",
+        "open key token",
+        "verify audit log",
+    ] {
+        assert!(text(&o).contains(op), "{op}: {}", text(&o));
+    }
+}
