@@ -3,6 +3,7 @@
 //! GF(2^8), each sealed with HPKE to the destination module's transport key and
 //! bound to its ceremony by the HPKE associated data.
 
+use postvault_crypto::sig::{PublicKey, SigAlg, Signature, SigningKey};
 use postvault_crypto::{Secret32, hash, hpke, shamir};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -15,6 +16,9 @@ use crate::role::UserId;
 const SHARE_INFO: &[u8] = b"postvault mks share v1";
 /// Share file format version.
 pub const SHARE_VERSION: u8 = 1;
+
+/// Length of the shared secret: MKS id (16) || MEK (32) || MAK (32); every share value has this length.
+pub const SECRET_LEN: usize = 80;
 
 /// An MKS identifier: 16 random bytes.
 pub type MksId = [u8; 16];
@@ -111,6 +115,8 @@ pub struct ShareHeader {
     pub ceremony: [u8; 16],
     /// Serial of the exporting module.
     pub source: String,
+    /// The exporting module's audit verification key (algorithm id, bytes); it signs the package.
+    pub source_key: (u8, Vec<u8>),
     /// The MKS being shared.
     pub mks_id: MksId,
     /// This share's x-coordinate.
@@ -127,13 +133,30 @@ pub struct ShareHeader {
     pub custodian: UserId,
 }
 
-/// A share file: header plus the HPKE-sealed share value.
+/// A share file: header plus the HPKE-sealed share value, signed by the
+/// exporting module's audit key (HPKE base mode alone would let anyone who knows
+/// the destination's public transport key make shares of an MKS of their own).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SharePackage {
     /// Clear header (authenticated).
     pub header: ShareHeader,
     /// HPKE enc || ciphertext || tag.
     pub sealed: Vec<u8>,
+    /// Signature (algorithm id, bytes) by `header.source_key` over the label, header and sealed bytes.
+    pub signature: (u8, Vec<u8>),
+}
+
+const SIGNATURE_LABEL: &[u8] = b"postvault mks share signature v1";
+
+fn signed_bytes(header: &ShareHeader, sealed: &[u8]) -> Result<Vec<u8>> {
+    Ok([SIGNATURE_LABEL, &codec::encode(header)?, sealed].concat())
+}
+
+/// The fingerprint of a module's audit verification key: SHA-256 over the
+/// algorithm id and key bytes. Operators compare it to name a module.
+#[must_use]
+pub fn key_fingerprint(alg: u8, key: &[u8]) -> [u8; 32] {
+    hash::sha256(&[b"postvault key fingerprint v1", &[alg], key])
 }
 
 impl SharePackage {
@@ -206,6 +229,7 @@ impl ExportCeremony {
     pub fn export_next(
         &mut self,
         source: &str,
+        signer: &SigningKey,
         custodian: &UserId,
         destination: [u8; 32],
     ) -> Result<SharePackage> {
@@ -227,6 +251,10 @@ impl ExportCeremony {
             version: SHARE_VERSION,
             ceremony: self.ceremony,
             source: source.to_owned(),
+            source_key: {
+                let pk = signer.public_key();
+                (pk.alg().id(), pk.as_bytes().to_vec())
+            },
             mks_id: self.mks_id,
             share_id,
             shares: self.shares,
@@ -239,7 +267,12 @@ impl ExportCeremony {
         self.remaining.remove(0);
         self.destination = Some(destination);
         self.exported_by.push(custodian.clone());
-        Ok(SharePackage { header, sealed })
+        let signature = signer.sign(&signed_bytes(&header, &sealed)?)?;
+        Ok(SharePackage {
+            header,
+            sealed,
+            signature: (signature.alg().id(), signature.as_bytes().to_vec()),
+        })
     }
 }
 
@@ -286,8 +319,15 @@ impl ImportCeremony {
                 first.threshold,
                 first.exportable,
                 &first.source,
-            ) != (h.mks_id, h.shares, h.threshold, h.exportable, &h.source)
-            {
+                &first.source_key,
+            ) != (
+                h.mks_id,
+                h.shares,
+                h.threshold,
+                h.exportable,
+                &h.source,
+                &h.source_key,
+            ) {
                 return Err(Error::ShareRefused {
                     what: "the share's header disagrees with the first share's",
                 });
@@ -303,11 +343,26 @@ impl ImportCeremony {
                 what: "each key custodian imports one share; log on as another custodian",
             });
         }
+        let (alg, key) = &h.source_key;
+        let (sig_alg, sig) = &package.signature;
+        let message = signed_bytes(h, &package.sealed)?;
+        SigAlg::from_id(*alg)
+            .and_then(|a| PublicKey::from_bytes(a, key))
+            .and_then(|pk| Ok((pk, Signature::from_bytes(SigAlg::from_id(*sig_alg)?, sig)?)))
+            .and_then(|(pk, sig)| pk.verify(&message, &sig))
+            .map_err(|_| Error::ShareRefused {
+                what: "the share's signature does not verify with the exporting module's key",
+            })?;
         let value = hpke::open(transport, SHARE_INFO, &codec::encode(h)?, &package.sealed).map_err(|_| {
             Error::ShareRefused {
                 what: "the share does not open with this module's transport key (tampered or sealed elsewhere)",
             }
         })?;
+        if value.len() != SECRET_LEN {
+            return Err(Error::ShareRefused {
+                what: "the share value has the wrong length",
+            });
+        }
         self.first.get_or_insert_with(|| h.clone());
         self.received.push((
             h.share_id,
@@ -327,17 +382,23 @@ impl ImportCeremony {
         ))
     }
 
-    /// Combines the shares into the MKS.
+    /// Combines the shares into the MKS, after checking they come from the
+    /// module whose audit key has fingerprint `source`.
     ///
     /// # Errors
     /// [`Error::NotEnoughShares`] below the threshold; [`Error::ShareRefused`] if they do not combine.
-    pub fn combine(&self) -> Result<MasterKeySet> {
+    pub fn combine(&self, source: &[u8; 32]) -> Result<MasterKeySet> {
         let Some(first) = &self.first else {
             return Err(Error::NotEnoughShares {
                 have: 0,
                 threshold: 2,
             });
         };
+        if &key_fingerprint(first.source_key.0, &first.source_key.1) != source {
+            return Err(Error::ShareRefused {
+                what: "the shares come from another module than the one the security officer named",
+            });
+        }
         if self.received.len() < usize::from(first.threshold) {
             return Err(Error::NotEnoughShares {
                 have: self.received.len(),

@@ -182,7 +182,14 @@ impl<N: Nvm> Module<N> {
             });
         }
         if !self.booted {
-            self.boot(request_command(&request), audit)?;
+            if let Err(e) = self.boot(request_command(&request), audit) {
+                // A power-on that could not complete leaves the module unusable
+                // until the next power-on; nothing is recorded as a clean power-off.
+                self.current = ModuleState::Error;
+                self.crashed = true;
+                return Err(e);
+            }
+            self.booted = true;
         }
         match request {
             Outer::GetStatus => Ok(OuterReply::Status(Box::new(self.status()))),
@@ -218,9 +225,28 @@ impl<N: Nvm> Module<N> {
             .transpose()
     }
 
+    /// Writes a slot. A failed NVM write is handled as a crash: the module
+    /// refuses everything until it is powered on again, and boot detection then
+    /// decides from what reached NVM (no clean power-off record is written).
     fn write<T: Serialize>(&mut self, slot: Slot, value: &T) -> Result<()> {
         let bytes = Zeroizing::new(codec::encode(value)?);
-        self.nvm.write(slot, &bytes)
+        let result = self.nvm.write(slot, &bytes);
+        self.crashed |= result.is_err();
+        result
+    }
+
+    /// Removes a slot; a failure is a crash, as for [`Self::write`].
+    fn remove(&mut self, slot: Slot) -> Result<()> {
+        let result = self.nvm.remove(slot);
+        self.crashed |= result.is_err();
+        result
+    }
+
+    /// Erases NVM; a failure is a crash, as for [`Self::write`].
+    fn erase_all(&mut self) -> Result<()> {
+        let result = self.nvm.erase_all();
+        self.crashed |= result.is_err();
+        result
     }
 
     fn persistent(&self) -> ModuleState {
@@ -309,18 +335,22 @@ impl<N: Nvm> Module<N> {
     }
 
     fn boot(&mut self, command: Option<Command>, audit: &mut Vec<AuditEntry>) -> Result<()> {
-        self.booted = true;
-        let outcome = match self.read::<ModuleState>(Slot::Power).ok().flatten() {
-            Some(resumed) => {
-                // A clean power-off: resume. From here on a crash is a reboot.
-                self.nvm.remove(Slot::Power)?;
+        let found: ModuleState = self
+            .read(Slot::State)?
+            .unwrap_or(ModuleState::Uninitialized);
+        let power: Option<ModuleState> = self.read(Slot::Power).ok().flatten();
+        if power.is_some() {
+            // From here on a crash is a reboot.
+            self.remove(Slot::Power)?;
+        }
+        // A clean power-off resumes, unless its record contradicts the persistent
+        // state (it may differ only by a non-fatal Error): then it is a reboot.
+        let outcome = match power {
+            Some(resumed) if resumed == found || resumed == ModuleState::Error => {
                 self.current = resumed;
                 None
             }
-            None => {
-                let found: ModuleState = self
-                    .read(Slot::State)?
-                    .unwrap_or(ModuleState::Uninitialized);
+            _ => {
                 let has_active = self
                     .read::<MksSlots>(Slot::Mks)
                     .ok()
@@ -333,8 +363,8 @@ impl<N: Nvm> Module<N> {
                 }
                 // Boot detection never lands in a ceremony state: an interrupted export
                 // or import is abandoned, as Abort Export / Abort Import would.
-                self.nvm.remove(Slot::Export)?;
-                self.nvm.remove(Slot::Import)?;
+                self.remove(Slot::Export)?;
+                self.remove(Slot::Import)?;
                 Some(outcome)
             }
         };
@@ -515,11 +545,7 @@ impl<N: Nvm> Module<N> {
         audit: &mut Vec<AuditEntry>,
     ) -> Result<OuterReply> {
         postvault_crypto::selftest::run_all()?;
-        if config.audit_sign_interval == 0 {
-            return Err(Error::InvalidArgument {
-                what: "audit signing interval must be at least 1",
-            });
-        }
+        config.check()?;
         let audit_key = SigningKey::generate(SigAlg::EcdsaP256Sha256)?;
         let serial = hex::encode(postvault_crypto::rand::bytes::<8>()?);
         let identity = Identity {
@@ -531,7 +557,7 @@ impl<N: Nvm> Module<N> {
         };
         let public = audit_key.public_key();
         self.transition(ModuleState::Initializing, |m| {
-            m.nvm.erase_all()?;
+            m.erase_all()?;
             m.write(Slot::Identity, &identity)?;
             m.write(Slot::AuditHead, &AuditHead::default())
         })?;
@@ -562,7 +588,7 @@ impl<N: Nvm> Module<N> {
         }
         self.session = None;
         self.loaded = None;
-        self.nvm.erase_all()?;
+        self.erase_all()?;
         self.current = ModuleState::Uninitialized;
         Ok(OuterReply::ResetDone)
     }
@@ -840,22 +866,22 @@ impl<N: Nvm> Module<N> {
             }
             Request::ExportShare { destination } => self.export_share(destination),
             Request::AbortExport => {
-                self.transition(ModuleState::Operational, |m| m.nvm.remove(Slot::Export))?;
+                self.transition(ModuleState::Operational, |m| m.remove(Slot::Export))?;
                 Ok((Response::Done, AuditData::None))
             }
             Request::StartImportingMks => {
                 self.transport()?;
-                self.transition(ModuleState::ImportingShares, |m| m.nvm.remove(Slot::Import))?;
+                self.transition(ModuleState::ImportingShares, |m| m.remove(Slot::Import))?;
                 Ok((Response::Done, AuditData::None))
             }
             Request::ImportShare(bytes) => self.import_share(&bytes),
-            Request::CombineShares => self.combine_shares(),
+            Request::CombineShares { source } => self.combine_shares(&source),
             Request::AbortImport => {
                 let has_active = self.mks()?.active.is_some();
                 if has_active {
-                    self.transition(ModuleState::Operational, |m| m.nvm.remove(Slot::Import))?;
+                    self.transition(ModuleState::Operational, |m| m.remove(Slot::Import))?;
                 } else {
-                    self.nvm.remove(Slot::Import)?;
+                    self.remove(Slot::Import)?;
                 }
                 Ok((Response::Done, AuditData::None))
             }
@@ -1033,7 +1059,9 @@ impl<N: Nvm> Module<N> {
             what: "no export ceremony is in progress",
         })?;
         let custodian = self.user()?;
-        let package = ceremony.export_next(&self.loaded()?.serial, &custodian, destination)?;
+        let loaded = self.loaded()?;
+        let package =
+            ceremony.export_next(&loaded.serial, &loaded.audit_key, &custodian, destination)?;
         let remaining = u8::try_from(ceremony.remaining.len()).unwrap_or(u8::MAX);
         let data = AuditData::Share {
             ceremony: ceremony.ceremony,
@@ -1042,7 +1070,7 @@ impl<N: Nvm> Module<N> {
             threshold: ceremony.threshold,
         };
         if remaining == 0 {
-            self.transition(ModuleState::Operational, |m| m.nvm.remove(Slot::Export))?;
+            self.transition(ModuleState::Operational, |m| m.remove(Slot::Export))?;
         } else {
             self.write(Slot::Export, &ceremony)?;
         }
@@ -1078,9 +1106,9 @@ impl<N: Nvm> Module<N> {
         ))
     }
 
-    fn combine_shares(&mut self) -> Result<(Response, AuditData)> {
+    fn combine_shares(&mut self, source: &[u8; 32]) -> Result<(Response, AuditData)> {
         let ceremony: ImportCeremony = self.read(Slot::Import)?.unwrap_or_default();
-        let mks = ceremony.combine()?;
+        let mks = ceremony.combine(source)?;
         let info = mks.info();
         let mut slots = self.mks()?;
         if [&slots.active, &slots.dormant]
@@ -1102,7 +1130,7 @@ impl<N: Nvm> Module<N> {
         }
         self.transition(ModuleState::Operational, |m| {
             m.write(Slot::Mks, &slots)?;
-            m.nvm.remove(Slot::Import)
+            m.remove(Slot::Import)
         })?;
         Ok((Response::Mks(info), AuditData::Mks(info)))
     }
@@ -1196,7 +1224,7 @@ pub fn request_command_inner(request: &Request) -> Command {
         Request::AbortExport => Command::AbortExport,
         Request::StartImportingMks => Command::StartImportingMks,
         Request::ImportShare(_) => Command::ImportShare,
-        Request::CombineShares => Command::CombineShares,
+        Request::CombineShares { .. } => Command::CombineShares,
         Request::AbortImport => Command::AbortImport,
         Request::ActivateMks => Command::ActivateMks,
         Request::DeleteDormantMks => Command::DeleteDormantMks,

@@ -88,6 +88,27 @@ impl ModuleConfig {
         }
     }
 
+    /// Checks the configuration is usable: a signing interval of at least 1, and
+    /// Argon2id costs between the algorithm's minimum and 1 GiB / 10 passes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`].
+    pub fn check(&self) -> Result<()> {
+        if self.audit_sign_interval == 0 {
+            return Err(Error::InvalidArgument {
+                what: "audit signing interval must be at least 1",
+            });
+        }
+        if !(8..=1024 * 1024).contains(&self.argon2_m_cost_kib)
+            || !(1..=10).contains(&self.argon2_t_cost)
+        {
+            return Err(Error::InvalidArgument {
+                what: "Argon2id costs: memory 8 KiB to 1 GiB, 1 to 10 passes",
+            });
+        }
+        Ok(())
+    }
+
     /// Cheap parameters for tests.
     #[must_use]
     pub fn for_tests() -> Self {
@@ -238,8 +259,12 @@ pub enum Request {
     StartImportingMks,
     /// Import one sealed share (the bytes of a share file).
     ImportShare(Vec<u8>),
-    /// Combine the imported shares.
-    CombineShares,
+    /// Combine the imported shares, which must come from the module whose audit
+    /// key has this fingerprint ([`crate::mks::key_fingerprint`]).
+    CombineShares {
+        /// Fingerprint of the exporting module's audit key.
+        source: [u8; 32],
+    },
     /// Discard imported shares.
     AbortImport,
     /// Activate the dormant MKS.

@@ -324,8 +324,9 @@ fn combine_shares_first_import_importing_shares_to_operational() {
         let shares = master.export_shares(transport, 2, 2, false);
         clone.import_share("kc1", &shares[0]).unwrap();
         clone.import_share("kc2", &shares[1]).unwrap();
+        let source = master.fingerprint();
         so(&mut clone);
-        let l = crash(clone, point, send(Request::CombineShares));
+        let l = crash(clone, point, send(Request::CombineShares { source }));
         match point {
             // Nothing written: no MKS, a fatal error.
             FailPoint::AfterCurrentState => {
@@ -365,8 +366,9 @@ fn combine_shares_second_import_importing_shares_to_operational() {
         let shares = master.export_shares(transport, 2, 2, false);
         clone.import_share("kc1", &shares[0]).unwrap();
         clone.import_share("kc2", &shares[1]).unwrap();
+        let source = master.fingerprint();
         so(&mut clone);
-        let l = crash(clone, point, send(Request::CombineShares));
+        let l = crash(clone, point, send(Request::CombineShares { source }));
         assert_landed(&l, Imp, Op, Op);
         let mut clone = l.hsm;
         let s = clone.status();

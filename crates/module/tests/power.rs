@@ -62,3 +62,51 @@ fn a_power_on_without_a_clean_power_off_is_a_reboot() {
     assert_eq!(m.status().current, ModuleState::Operational);
     verify_log(&m.log(), None).unwrap();
 }
+
+#[test]
+fn a_power_record_that_contradicts_the_persistent_state_is_ignored() {
+    use postvault_module::nvm::{Nvm, Slot};
+    let m = new_master();
+    let mut nvm = m.nvm();
+    // A stale or forged record claims the module was powered off uninitialised.
+    nvm.write(
+        Slot::Power,
+        &postvault_module::codec::encode(&ModuleState::Uninitialized).unwrap(),
+    )
+    .unwrap();
+    let mut m = m.reboot();
+    let s = m.status();
+    assert_eq!(
+        (s.current, s.persistent),
+        (ModuleState::Operational, ModuleState::Operational)
+    );
+    assert_eq!(m.last_body().reason, REASON_BOOT);
+    assert!(s.active_mks.is_some());
+}
+
+#[test]
+fn a_power_on_that_cannot_read_its_memory_stops_and_records_no_clean_power_off() {
+    use postvault_module::nvm::{Nvm, Slot};
+    let m = new_master();
+    let mut nvm = m.nvm();
+    let good = nvm.read(Slot::State).unwrap().unwrap();
+    nvm.write(Slot::State, b"\xff\xff not a state").unwrap();
+    let mut m = m.reboot();
+    assert!(
+        m.host
+            .call(postvault_module::wire::Outer::GetStatus)
+            .is_err()
+    );
+    // Refuses everything after, and powers off without a resume record.
+    assert!(
+        m.host
+            .call(postvault_module::wire::Outer::GetStatus)
+            .is_err()
+    );
+    m.host.shutdown().unwrap();
+    assert!(nvm.read(Slot::Power).unwrap().is_none());
+    // With its memory back, the next power-on is a reboot and lands where it was.
+    nvm.write(Slot::State, &good).unwrap();
+    let mut m = m.reboot();
+    assert_eq!(m.status().current, ModuleState::Operational);
+}

@@ -64,7 +64,8 @@ fn assert_refused(
 
 #[test]
 fn combining_below_the_threshold_is_refused_until_one_more_share_arrives() {
-    let (_, mut clone, shares) = master_and_waiting_clone(3);
+    let (mut master, mut clone, shares) = master_and_waiting_clone(3);
+    let source = master.fingerprint();
     assert!(matches!(
         clone.import_share("kc1", &shares[0]).unwrap(),
         Response::ShareImported {
@@ -73,7 +74,7 @@ fn combining_below_the_threshold_is_refused_until_one_more_share_arrives() {
         }
     ));
     logged_on(&mut clone, "so");
-    let err = refused(&mut clone, |h| h.send(Request::CombineShares));
+    let err = refused(&mut clone, |h| h.send(Request::CombineShares { source }));
     assert_eq!(
         err,
         Error::NotEnoughShares {
@@ -95,7 +96,7 @@ fn combining_below_the_threshold_is_refused_until_one_more_share_arrives() {
             threshold: 2
         }
     ));
-    assert!(matches!(clone.combine().unwrap(), Response::Mks(_)));
+    assert!(matches!(clone.combine(source).unwrap(), Response::Mks(_)));
     let s = clone.status();
     assert_eq!(
         (s.current, s.import_progress),
@@ -127,7 +128,7 @@ fn a_share_sealed_to_another_module_is_refused() {
     // The shares themselves are good: C takes them.
     c.import_share("kc1", &shares[0]).unwrap();
     c.import_share("kc2", &shares[1]).unwrap();
-    c.combine().unwrap();
+    c.combine(master.fingerprint()).unwrap();
     assert_eq!(
         c.status().active_mks.unwrap().id,
         master.status().active_mks.unwrap().id
@@ -166,13 +167,13 @@ fn a_share_from_another_ceremony_is_refused() {
     clone.logoff();
 
     clone.import_share("kc2", &first[1]).unwrap();
-    clone.combine().unwrap();
+    clone.combine(master.fingerprint()).unwrap();
     assert_eq!(clone.status().current, ModuleState::Operational);
 }
 
 #[test]
 fn a_tampered_share_is_refused() {
-    let (_, mut clone, shares) = master_and_waiting_clone(2);
+    let (mut master, mut clone, shares) = master_and_waiting_clone(2);
     let package = SharePackage::decode(&shares[0]).unwrap();
     let n = package.sealed.len();
     let mut tampered = Vec::new();
@@ -204,7 +205,7 @@ fn a_tampered_share_is_refused() {
 
     clone.import_share("kc1", &shares[0]).unwrap();
     clone.import_share("kc2", &shares[1]).unwrap();
-    clone.combine().unwrap();
+    clone.combine(master.fingerprint()).unwrap();
 }
 
 #[test]
@@ -710,7 +711,8 @@ fn an_mks_the_module_already_holds_is_not_imported_twice() {
         clone.import_share(kc, f).unwrap();
     }
     logged_on(&mut clone, "so");
-    let err = refused(&mut clone, |h| h.send(Request::CombineShares));
+    let source = master.fingerprint();
+    let err = refused(&mut clone, |h| h.send(Request::CombineShares { source }));
     clone.logoff();
     assert_eq!(
         err,
@@ -719,4 +721,45 @@ fn an_mks_the_module_already_holds_is_not_imported_twice() {
         }
     );
     assert!(clone.status().dormant_mks.is_none());
+}
+
+#[test]
+fn shares_from_a_module_the_security_officer_did_not_name_are_refused() {
+    // An impostor module makes a complete, consistent share set of its own MKS,
+    // sealed to the clone's public transport key.
+    let mut master = new_master();
+    let mut impostor = new_master();
+    let mut clone = Hsm::initialized();
+    let transport = clone.generate_transport_key();
+    let forged = impostor.export_shares(transport, 2, 2, false);
+    clone.import_share("kc1", &forged[0]).unwrap();
+    clone.import_share("kc2", &forged[1]).unwrap();
+    // The security officer names the real master: the combination is refused.
+    let source = master.fingerprint();
+    logged_on(&mut clone, "so");
+    let err = refused(&mut clone, |h| h.send(Request::CombineShares { source }));
+    clone.logoff();
+    assert!(matches!(err, Error::ShareRefused { .. }), "{err:?}");
+    assert!(clone.status().active_mks.is_none());
+}
+
+#[test]
+fn a_share_with_a_broken_or_foreign_signature_is_refused() {
+    let (mut master, mut clone, shares) = master_and_waiting_clone(2);
+    let mut other = new_master();
+    let mut flipped = SharePackage::decode(&shares[0]).unwrap();
+    flipped.signature.1[5] ^= 0x01;
+    // Claiming another module's key as the source does not verify either.
+    let mut claimed = SharePackage::decode(&shares[0]).unwrap();
+    claimed.header.source_key = other.status().audit_key.unwrap();
+    for bad in [flipped, claimed] {
+        logged_on(&mut clone, "kc1");
+        let bytes = codec::encode(&bad).unwrap();
+        let err = refused(&mut clone, |h| h.send(Request::ImportShare(bytes)));
+        clone.logoff();
+        assert!(matches!(err, Error::ShareRefused { .. }), "{err:?}");
+    }
+    clone.import_share("kc1", &shares[0]).unwrap();
+    clone.import_share("kc2", &shares[1]).unwrap();
+    clone.combine(master.fingerprint()).unwrap();
 }

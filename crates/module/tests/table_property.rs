@@ -259,7 +259,19 @@ impl Case {
             17 => Request::AbortExport,
             18 => Request::StartImportingMks,
             19 => Request::ImportShare(pick(&self.shares)),
-            20 => Request::CombineShares,
+            20 => Request::CombineShares {
+                source: self
+                    .shares
+                    .last()
+                    .and_then(|s| postvault_module::mks::SharePackage::decode(s).ok())
+                    .map(|p| {
+                        postvault_module::mks::key_fingerprint(
+                            p.header.source_key.0,
+                            &p.header.source_key.1,
+                        )
+                    })
+                    .unwrap_or([0; 32]),
+            },
             21 => Request::AbortImport,
             22 => Request::ActivateMks,
             23 => Request::DeleteDormantMks,

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use postvault_module::account::NewAccount;
 use postvault_module::role::{Role, UserId};
-use postvault_module::wire::{ModuleConfig, OpenedUnder, Outer, OuterReply, Request, Response};
+use postvault_module::wire::{
+    ModuleConfig, OpenedUnder, Outer, OuterReply, Request, Response, Status,
+};
 
 use crate::error::CliError;
 use crate::vault::{self, Operator};
@@ -175,6 +177,46 @@ pub fn import_share(dir: &Path, op: &Operator, share: &Path) -> Result<(u8, u8),
             received,
             threshold,
         } => Ok((received, threshold)),
+        r => Err(unexpected(&r)),
+    }
+}
+
+/// The module's audit-key fingerprint (hex), which operators compare to name a module.
+#[must_use]
+pub fn fingerprint_of(status: &Status) -> Option<String> {
+    status
+        .audit_key
+        .as_ref()
+        .map(|(alg, key)| hex::encode(postvault_module::mks::key_fingerprint(*alg, key)))
+}
+
+/// The audit-key fingerprint of the module in `dir`, as `module status` prints it.
+///
+/// # Errors
+/// The module's refusal, or [`CliError::Check`] for an uninitialised module.
+pub fn fingerprint(dir: &Path) -> Result<String, CliError> {
+    let status = vault::with_module(dir, |h| Ok(h.status()?))?;
+    fingerprint_of(&status)
+        .ok_or_else(|| CliError::Check(format!("{}: the module is not initialized", dir.display())))
+}
+
+/// Combines the imported shares, which must come from the module with audit-key
+/// fingerprint `source` (hex); returns the MKS id.
+///
+/// # Errors
+/// [`CliError::Input`] for a malformed fingerprint; the module's refusal.
+pub fn combine(dir: &Path, op: &Operator, source: &str) -> Result<String, CliError> {
+    let source = hex::decode(source.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| {
+            CliError::Input(
+                "--source takes the 64-hex-character audit key fingerprint of the exporting module"
+                    .into(),
+            )
+        })?;
+    match vault::run(dir, op, &Request::CombineShares { source })? {
+        Response::Mks(info) => Ok(hex::encode(info.id)),
         r => Err(unexpected(&r)),
     }
 }
@@ -488,14 +530,11 @@ fn share_mks(
             kc.user
         ));
     }
-    match vault::run(clone, so, &Request::CombineShares)? {
-        Response::Mks(info) => {
-            let id = hex::encode(info.id);
-            say(&format!(
-                "clone: security officer combined the shares into MKS {id}"
-            ));
-            Ok(id)
-        }
-        r => Err(unexpected(&r)),
-    }
+    let source = fingerprint(master)?;
+    let id = combine(clone, so, &source)?;
+    say(&format!(
+        "clone: security officer checked the shares come from the master (audit key {}...) and combined them into MKS {id}",
+        source.get(..16).unwrap_or_default()
+    ));
+    Ok(id)
 }

@@ -135,8 +135,14 @@ enum CeremonyCmd {
         #[arg(long)]
         share: PathBuf,
     },
-    /// Security officer: combine the imported shares.
-    Combine(OperatorArgs),
+    /// Security officer: combine the imported shares, naming the module they must come from.
+    Combine {
+        #[command(flatten)]
+        op: OperatorArgs,
+        /// Audit key fingerprint of the exporting module (from its `module status`).
+        #[arg(long)]
+        source: String,
+    },
     /// Security officer: discard imported shares.
     AbortImport(OperatorArgs),
     /// Security officer: activate the dormant MKS.
@@ -318,13 +324,9 @@ fn ceremony(cmd: CeremonyCmd) -> Result<(), CliError> {
             let (r, t) = c::import_share(&op.dir, &operator(&op)?, &share)?;
             println!("imported: {r} of {t} shares");
         }
-        CeremonyCmd::Combine(op) => {
-            match vault::run(&op.dir, &operator(&op)?, &Request::CombineShares)? {
-                postvault_module::wire::Response::Mks(info) => {
-                    println!("combined master key set {}", hex::encode(info.id))
-                }
-                other => return Err(CliError::Check(format!("unexpected reply {other:?}"))),
-            }
+        CeremonyCmd::Combine { op, source } => {
+            let id = c::combine(&op.dir, &operator(&op)?, &source)?;
+            println!("combined master key set {id}");
         }
         CeremonyCmd::AbortExport(op) => done(&op, &Request::AbortExport, "export abandoned")?,
         CeremonyCmd::StartImport(op) => done(
@@ -430,6 +432,10 @@ fn status_text(s: &Status) -> String {
             s.current, s.persistent
         ),
         format!("serial:         {}", s.serial.as_deref().unwrap_or("none")),
+        format!(
+            "audit key:      {}",
+            ceremony::fingerprint_of(s).unwrap_or_else(|| "none".to_owned())
+        ),
         format!("active MKS:     {}", mks(&s.active_mks)),
         format!("dormant MKS:    {}", mks(&s.dormant_mks)),
         format!(
@@ -467,6 +473,7 @@ fn status_json(s: &Status) -> serde_json::Value {
         "dormant_mks": mks(&s.dormant_mks),
         "transport_key": s.transport_key.map(hex::encode),
         "audit_key": s.audit_key.as_ref().map(|(alg, k)| serde_json::json!({"alg": alg, "key": hex::encode(k)})),
+        "audit_key_fingerprint": ceremony::fingerprint_of(s),
         "audit_head": hex::encode(s.audit_head),
         "audit_next_seq": s.audit_next_seq,
         "accounts": s.accounts,

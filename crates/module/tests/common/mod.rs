@@ -312,8 +312,16 @@ impl<N: Nvm> Hsm<N> {
         self.as_user(custodian, Request::ImportShare(share.to_vec()))
     }
 
-    pub fn combine(&mut self) -> Result<Response> {
-        self.as_user("so", Request::CombineShares)
+    /// Security officer: combine the imported shares, which must come from the
+    /// module with audit-key fingerprint `source`.
+    pub fn combine(&mut self, source: [u8; 32]) -> Result<Response> {
+        self.as_user("so", Request::CombineShares { source })
+    }
+
+    /// This module's audit-key fingerprint, as operators compare it.
+    pub fn fingerprint(&mut self) -> [u8; 32] {
+        let (alg, key) = self.status().audit_key.unwrap();
+        postvault_module::mks::key_fingerprint(alg, &key)
     }
 
     /// Security officer: a test key token under the active MKS, and its key check value.
@@ -361,7 +369,8 @@ pub fn clone_ceremony<N: Nvm>(master: &mut Hsm<N>, clone: &mut Hsm<N>) -> Vec<Ve
             Response::ShareImported { .. }
         ));
     }
-    let combined = match clone.combine().unwrap() {
+    let source = master.fingerprint();
+    let combined = match clone.combine(source).unwrap() {
         Response::Mks(i) => i,
         r => panic!("{r:?}"),
     };
