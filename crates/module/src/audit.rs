@@ -85,6 +85,8 @@ pub enum AuditData {
         key_alg: u8,
         /// Public key bytes.
         key: Vec<u8>,
+        /// The module signs at least every this many entries.
+        sign_interval: u32,
     },
     /// First command after a boot: what boot detection found and decided.
     Boot(BootOutcome),
@@ -150,8 +152,11 @@ pub struct EntryBody {
     pub persistent: ModuleState,
     /// Module time, seconds since the Unix epoch.
     pub time: u64,
-    /// 0 success, 1 boot, otherwise the error's reason code.
+    /// 0 success, 1 boot, 2 resume, otherwise the error's reason code.
     pub reason: u16,
+    /// Whether this entry is signed: part of the hashed body, so a signature
+    /// cannot be stripped without breaking the chain.
+    pub signed: bool,
     /// Command-specific data.
     pub data: AuditData,
 }
@@ -242,6 +247,15 @@ pub enum VerifyError {
         /// Position.
         index: usize,
     },
+    /// An entry that the signing policy requires to be signed is not, or the
+    /// entry's signed flag disagrees with its signature.
+    #[error(
+        "entry {index}: missing signature (the module signs this kind of entry, or its body says it is signed)"
+    )]
+    MissingSignature {
+        /// Position.
+        index: usize,
+    },
     /// The first entry is not a signed Start Initialization entry carrying the audit key.
     #[error("entry {index}: the log must start with a signed Start Initialization entry")]
     BadStart {
@@ -276,6 +290,8 @@ pub struct LogSummary {
     pub unsigned_tail: usize,
     /// Hash of the last entry.
     pub head: [u8; 32],
+    /// Where the expected head was found, if one was given.
+    pub expected_head_at: Option<usize>,
     /// The module serial from the first entry.
     pub serial: String,
     /// The decoded bodies, in order.
@@ -321,8 +337,19 @@ fn verify_signature(entry: &AuditEntry, key: &PublicKey) -> bool {
     })
 }
 
+/// Whether the module's signing policy requires this entry to be signed:
+/// module-level commands that succeeded, every power-on, and at least every
+/// `interval` entries.
+fn must_be_signed(body: &EntryBody, since_signed: u32, interval: u32) -> bool {
+    body.reason == REASON_BOOT
+        || body.reason == REASON_RESUME
+        || (body.reason == REASON_OK && body.command.is_some_and(Command::is_module_level))
+        || since_signed.saturating_add(1) >= interval
+}
+
 /// Verifies a stored log: framing and stored hashes, the start entry and its key,
-/// sequence numbers, hash chain, every signature, and optionally the head.
+/// sequence numbers, the hash chain, the signing policy and every signature, and
+/// optionally that the chain contains an expected head (a hash recorded earlier).
 ///
 /// # Errors
 /// The first [`VerifyError`], naming the entry.
@@ -332,11 +359,12 @@ pub fn verify_log(bytes: &[u8], expect_head: Option<&[u8; 32]>) -> Result<LogSum
     let start = first
         .decode_body()
         .map_err(|_| VerifyError::Unreadable { index: 0 })?;
-    let (serial, key) = match &start.data {
+    let (serial, key, interval) = match &start.data {
         AuditData::Initialized {
             serial,
             key_alg,
             key,
+            sign_interval,
         } if start.seq == 0
             && start.prev_hash == [0; 32]
             && start.command == Some(Command::StartInitialization) =>
@@ -344,18 +372,15 @@ pub fn verify_log(bytes: &[u8], expect_head: Option<&[u8; 32]>) -> Result<LogSum
             let key = SigAlg::from_id(*key_alg)
                 .and_then(|alg| PublicKey::from_bytes(alg, key))
                 .map_err(|_| VerifyError::BadStart { index: 0 })?;
-            (serial.clone(), key)
+            (serial.clone(), key, (*sign_interval).max(1))
         }
         _ => return Err(VerifyError::BadStart { index: 0 }),
     };
-    if !verify_signature(first, &key) {
-        return Err(VerifyError::BadSignature { index: 0 });
-    }
-    let mut bodies = vec![start];
-    let mut signed = 1;
-    let mut unsigned_tail = 0;
-    let mut prev_hash = first.hash();
-    for (index, entry) in entries.iter().enumerate().skip(1) {
+    let mut bodies = Vec::with_capacity(entries.len());
+    let (mut signed, mut since_signed) = (0usize, 0u32);
+    let mut prev_hash = [0u8; 32];
+    let mut expected_head_at = None;
+    for (index, entry) in entries.iter().enumerate() {
         let body = entry
             .decode_body()
             .map_err(|_| VerifyError::Unreadable { index })?;
@@ -370,20 +395,28 @@ pub fn verify_log(bytes: &[u8], expect_head: Option<&[u8; 32]>) -> Result<LogSum
         if body.prev_hash != prev_hash {
             return Err(VerifyError::BrokenChain { index });
         }
-        if entry.signature.is_some() {
+        if body.signed != entry.signature.is_some()
+            || (!body.signed && must_be_signed(&body, since_signed, interval))
+        {
+            return Err(VerifyError::MissingSignature { index });
+        }
+        if body.signed {
             if !verify_signature(entry, &key) {
                 return Err(VerifyError::BadSignature { index });
             }
             signed += 1;
-            unsigned_tail = 0;
+            since_signed = 0;
         } else {
-            unsigned_tail += 1;
+            since_signed = since_signed.saturating_add(1);
         }
         prev_hash = entry.hash();
+        if expect_head == Some(&prev_hash) {
+            expected_head_at = Some(index);
+        }
         bodies.push(body);
     }
     if let Some(expected) = expect_head
-        && &prev_hash != expected
+        && expected_head_at.is_none()
     {
         return Err(VerifyError::HeadMismatch {
             index: entries.len().saturating_sub(1),
@@ -394,8 +427,9 @@ pub fn verify_log(bytes: &[u8], expect_head: Option<&[u8; 32]>) -> Result<LogSum
     Ok(LogSummary {
         entries: entries.len(),
         signed,
-        unsigned_tail,
+        unsigned_tail: usize::try_from(since_signed).unwrap_or(usize::MAX),
         head: prev_hash,
+        expected_head_at,
         serial,
         bodies,
     })

@@ -428,6 +428,9 @@ impl<N: Nvm> Module<N> {
             return Err(self.fatal("no audit signing key"));
         }
         let user = self.session.as_ref().and_then(|s| s.user.clone());
+        let sign = force_sign
+            || core::mem::take(&mut self.force_sign_next)
+            || head.since_signed.saturating_add(1) >= interval;
         let body = EntryBody {
             seq: head.next_seq,
             prev_hash: head.last_hash,
@@ -439,11 +442,9 @@ impl<N: Nvm> Module<N> {
             persistent: self.persistent(),
             time: self.now(),
             reason,
+            signed: sign,
             data,
         };
-        let sign = force_sign
-            || core::mem::take(&mut self.force_sign_next)
-            || head.since_signed.saturating_add(1) >= interval;
         let body = codec::encode(&body)?;
         let signature = if sign {
             let key = &self.loaded()?.audit_key;
@@ -571,6 +572,7 @@ impl<N: Nvm> Module<N> {
             serial: serial.clone(),
             key_alg: public.alg().id(),
             key: public.as_bytes().to_vec(),
+            sign_interval: config.audit_sign_interval,
         };
         audit.push(self.record(Some(Command::StartInitialization), REASON_OK, data, true)?);
         Ok(OuterReply::Initialized {

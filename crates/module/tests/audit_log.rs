@@ -243,3 +243,71 @@ fn entries_are_signed_at_least_every_interval_and_always_for_module_commands() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }));
 }
+
+/// Rewrites entries from `from` on so the chain is consistent again: renumbered,
+/// re-linked, signatures dropped (a forger cannot make new ones).
+fn rechain(entries: &mut [AuditEntry], from: usize) {
+    for i in from..entries.len() {
+        let prev = if i == 0 {
+            [0; 32]
+        } else {
+            entries[i - 1].hash()
+        };
+        let mut body = entries[i].decode_body().unwrap();
+        body.seq = i as u64;
+        body.prev_hash = prev;
+        body.signed = false;
+        entries[i].body = postvault_module::codec::encode(&body).unwrap();
+        entries[i].signature = None;
+    }
+}
+
+#[test]
+fn signatures_cannot_be_stripped_and_history_cannot_be_rewritten_without_them() {
+    let hsm = busy_master();
+    let entries = hsm.entries().to_vec();
+    verify_log(&stored_log(&entries), None).unwrap();
+
+    // Dropping one signature: the body still says it is signed.
+    let k = (1..entries.len())
+        .find(|&i| entries[i].signature.is_some())
+        .unwrap();
+    let mut stripped = entries.clone();
+    stripped[k].signature = None;
+    assert_eq!(
+        verify_log(&stored_log(&stripped), None).unwrap_err(),
+        VerifyError::MissingSignature { index: k }
+    );
+
+    // Deleting a refusal from the middle and rewriting everything after it:
+    // the first entry the policy wants signed gives the forgery away.
+    let refusal = entries
+        .iter()
+        .position(|e| e.decode_body().unwrap().reason != REASON_OK && e.signature.is_none())
+        .unwrap();
+    let mut forged = entries.clone();
+    forged.remove(refusal);
+    rechain(&mut forged, refusal);
+    match verify_log(&stored_log(&forged), None).unwrap_err() {
+        VerifyError::MissingSignature { index } => assert!(index >= refusal),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn an_expected_head_recorded_earlier_is_found_anywhere_in_the_chain() {
+    let hsm = busy_master();
+    let log = hsm.log();
+    let entries = hsm.entries();
+    let earlier = entries[7].hash();
+    let s = verify_log(&log, Some(&earlier)).unwrap();
+    assert_eq!(s.expected_head_at, Some(7));
+    assert_eq!(s.entries, entries.len());
+    // A hash that is no entry's is refused.
+    let mut bogus = earlier;
+    bogus[0] ^= 1;
+    assert!(matches!(
+        verify_log(&log, Some(&bogus)).unwrap_err(),
+        VerifyError::HeadMismatch { .. }
+    ));
+}

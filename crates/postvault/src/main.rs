@@ -241,7 +241,7 @@ enum AuditCmd {
         /// An audit log file, instead of --dir.
         #[arg(long, conflicts_with = "dir")]
         log: Option<PathBuf>,
-        /// The head hash recorded earlier (hex); catches removed trailing entries.
+        /// A head hash recorded earlier (hex): the chain must contain it; catches removed or replaced entries.
         #[arg(long)]
         expect_head: Option<String>,
     },
@@ -549,7 +549,7 @@ fn verify_file(
         .iter()
         .filter(|b| matches!(b.data, AuditData::Failure(_)))
         .count();
-    let text = format!(
+    let mut text = format!(
         "OK: {} entries of module {}, {} signed, {} refusals recorded, {} unsigned after the last signature; head {}",
         s.entries,
         s.serial,
@@ -558,6 +558,12 @@ fn verify_file(
         s.unsigned_tail,
         hex::encode(s.head)
     );
+    if let Some(at) = s.expected_head_at {
+        let after = s.entries.saturating_sub(at + 1);
+        text.push_str(&format!(
+            "\nthe expected head is entry {at}; {after} entries were added after it"
+        ));
+    }
     Ok((s.head, s.entries, text))
 }
 
