@@ -70,6 +70,16 @@ pub struct AccountChanges {
     pub password_period_secs: Option<u64>,
 }
 
+/// A successful logon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Logon {
+    /// The account's role.
+    pub role: Role,
+    /// The password has expired: until it is changed, the user may only change
+    /// it, query who they are, or log off.
+    pub must_change_password: bool,
+}
+
 /// What View Access Control shows: everything but the verifier.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
@@ -226,34 +236,51 @@ impl AccountDb {
     /// Checks a logon attempt and records its outcome (failure count, last access).
     /// The caller must persist the database whatever the result.
     ///
+    /// Only someone who gives the right password learns more than "invalid
+    /// credentials": an unknown user costs the same Argon2id work as a known one,
+    /// and a locked account answers a wrong password like any other.
+    ///
     /// # Errors
-    /// [`Error::InvalidCredentials`], [`Error::AccountLocked`], [`Error::Expired`].
-    pub fn logon(&mut self, user: &UserId, password: &Password, now: u64) -> Result<Role> {
-        let account = self.get_mut(user).map_err(|_| Error::InvalidCredentials)?;
-        let name = account.user.to_string();
+    /// [`Error::InvalidCredentials`], [`Error::AccountLocked`], [`Error::Expired`] (account).
+    pub fn logon(
+        &mut self,
+        user: &UserId,
+        password: &Password,
+        params: Argon2Params,
+        now: u64,
+    ) -> Result<Logon> {
+        let Some(account) = self.accounts.iter_mut().find(|a| &a.user == user) else {
+            let _ = PasswordVerifier::create(password.expose(), params);
+            return Err(Error::InvalidCredentials);
+        };
+        let right = PasswordVerifier::from_phc(&account.verifier)?
+            .verify(password.expose())
+            .is_ok();
         if account.failures >= account.failure_limit {
-            return Err(Error::AccountLocked { user: name });
+            return Err(if right {
+                Error::AccountLocked {
+                    user: account.user.to_string(),
+                }
+            } else {
+                Error::InvalidCredentials
+            });
         }
-        let verifier = PasswordVerifier::from_phc(&account.verifier)?;
-        if verifier.verify(password.expose()).is_err() {
+        if !right {
             account.failures = account.failures.saturating_add(1);
             return Err(Error::InvalidCredentials);
         }
         if account.account_expires.is_some_and(|t| now >= t) {
             return Err(Error::Expired {
-                user: name,
+                user: account.user.to_string(),
                 what: "account",
-            });
-        }
-        if account.password_expires.is_some_and(|t| now >= t) {
-            return Err(Error::Expired {
-                user: name,
-                what: "password",
             });
         }
         account.failures = 0;
         account.last_access = Some(now);
-        Ok(account.role)
+        Ok(Logon {
+            role: account.role,
+            must_change_password: account.password_expires.is_some_and(|t| now >= t),
+        })
     }
 
     /// Changes a user's own password after checking the old one.

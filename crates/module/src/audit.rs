@@ -63,6 +63,7 @@ impl Component {
                 | C::DeleteAccount
                 | C::ModifyAccount
                 | C::ViewAccounts
+                | C::UnlockAccount
                 | C::ChangePassword
                 | C::SetClock,
             ) => Component::AccessControl,

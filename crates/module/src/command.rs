@@ -42,6 +42,8 @@ pub enum Command {
     ModifyAccount,
     /// List accounts (never passwords).
     ViewAccounts,
+    /// Security officer clears an account's logon failures.
+    UnlockAccount,
     /// A logged-on operator changes their own password.
     ChangePassword,
     /// Administrator sets the module clock.
@@ -84,7 +86,7 @@ pub enum Command {
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 34] = [
+    pub const ALL: [Command; 35] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -100,6 +102,7 @@ impl Command {
         Command::DeleteAccount,
         Command::ModifyAccount,
         Command::ViewAccounts,
+        Command::UnlockAccount,
         Command::ChangePassword,
         Command::SetClock,
         Command::GenerateMks,
@@ -210,6 +213,7 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::DeleteAccount, states: &[Adm], access: Access::Roles(ADMIN) },
     Rule { command: Command::ModifyAccount, states: &[Adm], access: Access::Roles(ADMIN) },
     Rule { command: Command::ViewAccounts, states: &[Op, Adm], access: Access::Roles(&[Administrator, SecurityOfficer, Auditor]) },
+    Rule { command: Command::UnlockAccount, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::ChangePassword, states: &[Op, Adm], access: Access::LoggedOn },
     Rule { command: Command::SetClock, states: &[Adm], access: Access::Roles(ADMIN) },
     Rule { command: Command::GenerateMks, states: &[Ini, Op], access: Access::Roles(SO) },

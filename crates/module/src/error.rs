@@ -66,6 +66,9 @@ pub enum Error {
         /// What is in the way.
         what: &'static str,
     },
+    /// A session message arrived but no operator session is open (never opened, closed, or lost at a reboot).
+    #[error("no operator session is open; open one first")]
+    NoSession,
     /// A session message had a bad MAC, bad seal or wrong session id (deliberately opaque).
     #[error("session message rejected: authentication failed")]
     SessionMessageRejected,
@@ -173,6 +176,7 @@ impl Error {
             Error::Expired { .. } => 303,
             Error::LogonTimedOut => 304,
             Error::Busy { .. } => 305,
+            Error::NoSession => 400,
             Error::SessionMessageRejected => 401,
             Error::SessionOutOfOrder { .. } => 402,
             Error::MustBeSealed { .. } => 403,

@@ -70,24 +70,39 @@ impl<N: Nvm, S: AuditSink> Host<N, S> {
     }
 
     /// Opens an operator session, checking the module's transcript signature
-    /// against the audit key the module reports.
+    /// against the audit key the module itself reports (trust on first use: this
+    /// catches nothing if the path to the module is already in an attacker's
+    /// hands; prefer [`Host::open_session_pinned`]).
     ///
     /// # Errors
     /// As [`Host::call`], or [`Error::SessionMessageRejected`].
     pub fn open_session(&mut self) -> Result<HostSession> {
-        let status = self.status()?;
-        let serial = status.serial.ok_or(Error::Busy {
-            what: "the module is not initialized",
-        })?;
-        let key = status
+        let key = self
+            .status()?
             .audit_key
             .map(|(alg, bytes)| SigAlg::from_id(alg).and_then(|a| PublicKey::from_bytes(a, &bytes)))
-            .transpose()?;
+            .transpose()?
+            .ok_or(Error::Busy {
+                what: "the module is not initialized",
+            })?;
+        self.open_session_pinned(&key)
+    }
+
+    /// Opens an operator session with a module whose audit key the host already
+    /// knows (from the first entry of its audit log): a module that cannot sign
+    /// the handshake with it is refused.
+    ///
+    /// # Errors
+    /// As [`Host::call`], or [`Error::SessionMessageRejected`].
+    pub fn open_session_pinned(&mut self, key: &PublicKey) -> Result<HostSession> {
+        let serial = self.status()?.serial.ok_or(Error::Busy {
+            what: "the module is not initialized",
+        })?;
         let opening = HostOpening::new()?;
         match self.call(Outer::OpenSession {
             host_public: opening.public(),
         })? {
-            OuterReply::SessionOpened(opened) => opening.finish(&serial, &opened, key.as_ref()),
+            OuterReply::SessionOpened(opened) => opening.finish(&serial, &opened, key),
             _ => Err(unexpected()),
         }
     }

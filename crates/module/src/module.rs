@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::account::AccountDb;
+use crate::account::{AccountChanges, AccountDb};
 use crate::audit::{
     AuditData, AuditEntry, Component, EntryBody, MAX_NOTE, REASON_BOOT, REASON_OK, REASON_RESUME,
 };
@@ -114,6 +114,8 @@ struct ModuleSession {
     keys: SessionKeys,
     expected: u64,
     user: Option<(UserId, Role)>,
+    /// The logged-on user's password has expired and must be changed first.
+    must_change_password: bool,
     last_activity: u64,
 }
 
@@ -617,6 +619,7 @@ impl<N: Nvm> Module<N> {
             keys,
             expected: 1,
             user: None,
+            must_change_password: false,
             last_activity: self.now(),
         });
         Ok((
@@ -639,9 +642,7 @@ impl<N: Nvm> Module<N> {
         let now = self.now();
         let timeout = self.logon_timeout();
         let Some(session) = self.session.as_mut() else {
-            let e = Error::Busy {
-                what: "no operator session is open; open one first",
-            };
+            let e = Error::NoSession;
             self.audit_failure(None, &e, audit);
             return Err(e);
         };
@@ -688,6 +689,22 @@ impl<N: Nvm> Module<N> {
             return Err(e);
         }
         let proof = self.guard(command, true, audit)?;
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.must_change_password)
+            && !matches!(
+                command,
+                Command::ChangePassword | Command::Logoff | Command::QueryCurrentUser
+            )
+        {
+            let e = Error::Expired {
+                user: self.user()?.to_string(),
+                what: "password (change it before anything else)",
+            };
+            self.audit_failure(Some(command), &e, audit);
+            return Err(e);
+        }
         let result = self.execute(&proof, request);
         let response = self.finish(command, result, audit)?;
         let counter = msg.counter;
@@ -759,11 +776,13 @@ impl<N: Nvm> Module<N> {
                     });
                 }
                 let mut db = self.accounts()?;
-                let outcome = db.logon(&user, &password, now);
+                let outcome = db.logon(&user, &password, self.params()?, now);
                 self.write(Slot::Accounts, &db)?;
-                let role = outcome?;
+                let logon = outcome?;
+                let role = logon.role;
                 if let Some(s) = self.session.as_mut() {
                     s.user = Some((user.clone(), role));
+                    s.must_change_password = logon.must_change_password;
                 }
                 Ok((
                     Response::CurrentUser(user.clone(), role),
@@ -774,6 +793,7 @@ impl<N: Nvm> Module<N> {
                 let user = self.user()?;
                 if let Some(s) = self.session.as_mut() {
                     s.user = None;
+                    s.must_change_password = false;
                 }
                 Ok((Response::Done, AuditData::Account(user)))
             }
@@ -826,6 +846,16 @@ impl<N: Nvm> Module<N> {
                 self.write(Slot::Accounts, &db)?;
                 Ok((Response::Done, AuditData::Account(user)))
             }
+            Request::UnlockAccount(user) => {
+                let mut db = self.accounts()?;
+                let unlock = AccountChanges {
+                    unlock: true,
+                    ..AccountChanges::default()
+                };
+                db.modify(&user, &unlock, self.params()?, now)?;
+                self.write(Slot::Accounts, &db)?;
+                Ok((Response::Done, AuditData::Account(user)))
+            }
             Request::ViewAccounts => {
                 Ok((Response::Accounts(self.accounts()?.view()), AuditData::None))
             }
@@ -834,6 +864,9 @@ impl<N: Nvm> Module<N> {
                 let mut db = self.accounts()?;
                 db.change_password(&user, &old, &new, self.params()?, now)?;
                 self.write(Slot::Accounts, &db)?;
+                if let Some(s) = self.session.as_mut() {
+                    s.must_change_password = false;
+                }
                 Ok((Response::Done, AuditData::Account(user)))
             }
             Request::SetClock(t) => self.set_clock(t, now),
@@ -1216,6 +1249,7 @@ pub fn request_command_inner(request: &Request) -> Command {
         Request::DeleteAccount(_) => Command::DeleteAccount,
         Request::ModifyAccount(..) => Command::ModifyAccount,
         Request::ViewAccounts => Command::ViewAccounts,
+        Request::UnlockAccount(_) => Command::UnlockAccount,
         Request::ChangePassword { .. } => Command::ChangePassword,
         Request::SetClock(_) => Command::SetClock,
         Request::GenerateMks => Command::GenerateMks,

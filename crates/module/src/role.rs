@@ -27,6 +27,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role.
+    pub const ALL: [Role; 8] = [
+        Role::SecurityOfficer,
+        Role::KeyCustodian,
+        Role::Administrator,
+        Role::Auditor,
+        Role::Provider,
+        Role::User,
+        Role::CertificateAuthority,
+        Role::CustomerAdministrator,
+    ];
+
     /// Roles that log on through an operator session and hold an account in the module.
     pub const OPERATORS: [Role; 4] = [
         Role::SecurityOfficer,
@@ -61,20 +73,8 @@ impl Role {
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown name.
     pub fn from_name(s: &str) -> Result<Self> {
-        [
-            Role::SecurityOfficer,
-            Role::KeyCustodian,
-            Role::Administrator,
-            Role::Auditor,
-            Role::Provider,
-            Role::User,
-            Role::CertificateAuthority,
-            Role::CustomerAdministrator,
-        ]
-        .into_iter()
-        .find(|r| r.name() == s)
-        .ok_or(Error::InvalidArgument {
-            what: "role: expected security-officer, key-custodian, administrator or auditor",
+        Self::ALL.into_iter().find(|r| r.name() == s).ok_or(Error::InvalidArgument {
+            what: "role: expected security-officer, key-custodian, administrator, auditor, provider, user, certificate-authority or customer-administrator",
         })
     }
 }

@@ -181,8 +181,8 @@ impl HostOpening {
         self.public
     }
 
-    /// Completes the exchange. With `module_key` (the module's audit verification
-    /// key) the transcript signature must verify.
+    /// Completes the exchange; the transcript signature must verify with
+    /// `module_key`, the module's audit verification key.
     ///
     /// # Errors
     /// [`Error::SessionMessageRejected`] if the signature fails; [`Error::Crypto`] for a weak exchange.
@@ -190,16 +190,14 @@ impl HostOpening {
         self,
         serial: &str,
         opened: &SessionOpened,
-        module_key: Option<&PublicKey>,
+        module_key: &PublicKey,
     ) -> Result<HostSession> {
         let t = transcript(serial, &self.public, &opened.module_public);
-        if let Some(key) = module_key {
-            let (alg, bytes) = &opened.signature;
-            SigAlg::from_id(*alg)
-                .and_then(|a| Signature::from_bytes(a, bytes))
-                .and_then(|s| key.verify(&t, &s))
-                .map_err(|_| Error::SessionMessageRejected)?;
-        }
+        let (alg, bytes) = &opened.signature;
+        SigAlg::from_id(*alg)
+            .and_then(|a| Signature::from_bytes(a, bytes))
+            .and_then(|s| module_key.verify(&t, &s))
+            .map_err(|_| Error::SessionMessageRejected)?;
         let shared = self.secret.agree(&opened.module_public)?;
         let keys = SessionKeys::derive(&shared, &t)?;
         if keys.id() != opened.session {

@@ -224,6 +224,8 @@ pub enum Request {
     ModifyAccount(UserId, AccountChanges),
     /// List accounts.
     ViewAccounts,
+    /// Security officer: clear an account's logon failures (e.g. the only administrator's).
+    UnlockAccount(UserId),
     /// Change own password.
     ChangePassword {
         /// Current password.

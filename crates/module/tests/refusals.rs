@@ -318,7 +318,7 @@ fn logon_needs_a_session() {
     let mut hsm = hsm.reboot();
     assert!(!hsm.status().session_open);
     let err = refused(&mut hsm, |h| h.host.send(&mut stale, &logon_request("kc1")));
-    assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+    assert!(matches!(err, Error::NoSession), "{err:?}");
     assert_eq!(
         hsm.last_body().command,
         None,
@@ -328,7 +328,7 @@ fn logon_needs_a_session() {
     let err = refused(&mut hsm, |h| {
         h.host.send(&mut stale, &Request::QueryCurrentUser)
     });
-    assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+    assert!(matches!(err, Error::NoSession), "{err:?}");
 }
 
 #[test]
@@ -762,4 +762,91 @@ fn a_share_with_a_broken_or_foreign_signature_is_refused() {
     clone.import_share("kc1", &shares[0]).unwrap();
     clone.import_share("kc2", &shares[1]).unwrap();
     clone.combine(master.fingerprint()).unwrap();
+}
+
+#[test]
+fn a_locked_or_unknown_account_tells_a_guesser_nothing_and_the_security_officer_can_unlock() {
+    let mut hsm = new_master();
+    let wrong = |user: &str| Request::Logon {
+        user: uid(user),
+        password: Password::new(b"not the password at all".to_vec()),
+    };
+    for _ in 0..5 {
+        assert_eq!(
+            hsm.send(wrong("admin")).unwrap_err(),
+            Error::InvalidCredentials
+        );
+    }
+    // Locked: a wrong password still looks like any wrong password, and counts no further.
+    assert_eq!(
+        hsm.send(wrong("admin")).unwrap_err(),
+        Error::InvalidCredentials
+    );
+    assert_eq!(failures(&hsm, "admin"), 5);
+    assert_eq!(
+        hsm.send(wrong("nobody")).unwrap_err(),
+        Error::InvalidCredentials
+    );
+    assert_eq!(
+        hsm.send(logon_request("admin")).unwrap_err(),
+        Error::AccountLocked {
+            user: "admin".into()
+        }
+    );
+    // The only administrator is locked out: the security officer unlocks the account.
+    hsm.as_user("so", Request::UnlockAccount(uid("admin")))
+        .unwrap();
+    assert_eq!(failures(&hsm, "admin"), 0);
+    // ... but only in Operational state, and nobody else may.
+    logged_on(&mut hsm, "kc1");
+    let err = refused(&mut hsm, |h| h.send(Request::UnlockAccount(uid("admin"))));
+    hsm.logoff();
+    assert_refused(
+        &err,
+        Command::UnlockAccount,
+        ModuleState::Operational,
+        Some(Role::KeyCustodian),
+        Refusal::WrongRole,
+    );
+    hsm.as_user("so", Request::BeginAdmin).unwrap();
+    assert!(matches!(
+        hsm.logon("admin").unwrap(),
+        Response::CurrentUser(_, Role::Administrator)
+    ));
+}
+
+#[test]
+fn an_expired_password_allows_only_changing_it() {
+    let hsm = new_master();
+    hsm.clock.advance(91 * 24 * 3600);
+    let mut hsm = hsm.reboot();
+    logged_on(&mut hsm, "so");
+    let err = refused(&mut hsm, |h| {
+        h.send(Request::GenerateTestToken { owner: "x".into() })
+    });
+    assert!(matches!(err, Error::Expired { .. }), "{err:?}");
+    assert!(matches!(
+        hsm.send(Request::QueryCurrentUser).unwrap(),
+        Response::CurrentUser(..)
+    ));
+    let new = Password::new(b"so: a brand new passphrase".to_vec());
+    hsm.send(Request::ChangePassword {
+        old: password("so"),
+        new: new.clone(),
+    })
+    .unwrap();
+    assert!(matches!(
+        hsm.send(Request::GenerateTestToken { owner: "x".into() })
+            .unwrap(),
+        Response::Token { .. }
+    ));
+    hsm.logoff();
+    // The new password works, and has a fresh expiry.
+    hsm.send(Request::Logon {
+        user: uid("so"),
+        password: new,
+    })
+    .unwrap();
+    hsm.send(Request::GenerateTestToken { owner: "y".into() })
+        .unwrap();
 }

@@ -181,7 +181,7 @@ impl Case {
                 .map(|(alg, k)| PublicKey::from_bytes(SigAlg::from_id(alg).unwrap(), &k).unwrap());
             self.hsm.session = Some(
                 opening
-                    .finish(&status.serial.unwrap(), &opened, key.as_ref())
+                    .finish(&status.serial.unwrap(), &opened, key.as_ref().unwrap())
                     .unwrap(),
             );
         }

@@ -33,6 +33,20 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     fs::write(path, bytes).map_err(|e| CliError::io(path, &e))
 }
 
+/// Writes a file only its owner can read (generated passphrases).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| CliError::io(path, &e))
+}
+
 fn unexpected(r: &Response) -> CliError {
     CliError::Check(format!(
         "the module answered with an unexpected reply: {r:?}"
@@ -356,7 +370,7 @@ pub fn demo(
         });
     }
     let creds = dir.join("demo-credentials.json");
-    write(
+    write_private(
         &creds,
         serde_json::to_string_pretty(&accounts)
             .map_err(|e| CliError::Input(e.to_string()))?
@@ -401,7 +415,7 @@ pub fn demo(
     )?;
     simple(&master, &so, &Request::EndAdmin)?;
     accounts.push(auditor);
-    write(
+    write_private(
         &creds,
         serde_json::to_string_pretty(&accounts)
             .map_err(|e| CliError::Input(e.to_string()))?

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use postvault_crypto::hash;
+use postvault_crypto::sig::{PublicKey, SigAlg};
 use postvault_module::audit::AuditEntry;
+use postvault_module::audit::{AuditData, parse_log};
 use postvault_module::host::{AuditSink, Host};
 use postvault_module::nvm::file::FileNvm;
 use postvault_module::role::UserId;
@@ -83,6 +85,30 @@ pub fn archive_audit_log(dir: &Path) -> Result<Option<PathBuf>, CliError> {
     Ok(Some(to))
 }
 
+/// The module's audit key as its audit log's first entry records it: the host
+/// pins it, so a module (or anything in between) that cannot sign the session
+/// handshake with it is refused.
+///
+/// # Errors
+/// [`CliError`] if the log cannot be read or does not start with the key.
+pub fn pinned_key(dir: &Path) -> Result<PublicKey, CliError> {
+    let path = dir.join(AUDIT_LOG);
+    let log = fs::read(&path).map_err(|e| CliError::io(&path, &e))?;
+    let unreadable = || {
+        CliError::Check(format!(
+            "{}: does not start with the module's audit key",
+            path.display()
+        ))
+    };
+    let first = parse_log(&log)?.into_iter().next().ok_or_else(unreadable)?;
+    match first.decode_body()?.data {
+        AuditData::Initialized { key_alg, key, .. } => {
+            Ok(PublicKey::from_bytes(SigAlg::from_id(key_alg)?, &key)?)
+        }
+        _ => Err(unreadable()),
+    }
+}
+
 /// The password an operator's passphrase becomes on the host: the module only
 /// ever sees this hash (seed 001: "the module only has knowledge of the hash value").
 #[must_use]
@@ -113,10 +139,11 @@ pub struct Operator {
 /// Whatever failed first.
 pub fn as_operator<T>(
     host: &mut VaultHost,
+    module_key: &PublicKey,
     op: &Operator,
     work: impl FnOnce(&mut VaultHost, &mut HostSession) -> Result<T, CliError>,
 ) -> Result<T, CliError> {
-    let mut session = host.open_session()?;
+    let mut session = host.open_session_pinned(module_key)?;
     host.send(
         &mut session,
         &Request::Logon {
@@ -169,6 +196,7 @@ pub fn reboot(dir: &Path) -> Result<postvault_module::wire::Status, CliError> {
 /// Whatever failed first.
 pub fn run(dir: &Path, op: &Operator, request: &Request) -> Result<Response, CliError> {
     with_module(dir, |host| {
-        as_operator(host, op, |h, s| Ok(h.send(s, request)?))
+        let key = pinned_key(dir)?;
+        as_operator(host, &key, op, |h, s| Ok(h.send(s, request)?))
     })
 }

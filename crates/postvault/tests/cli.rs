@@ -362,3 +362,30 @@ fn bench_runs_every_operation() {
         assert!(text(&o).contains(op), "{op}: {}", text(&o));
     }
 }
+
+#[test]
+fn operators_talk_only_to_the_module_their_audit_log_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    demo(tmp.path());
+    let d = tmp.path();
+    let clone = d.join("clone");
+    let tok = d.join("t.token");
+    let args = [
+        "ceremony",
+        "test-token",
+        "--dir",
+        clone.to_str().unwrap(),
+        "--user",
+        "so",
+        "--out",
+        tok.to_str().unwrap(),
+    ];
+    let o = as_user(d, "so", &args);
+    assert!(o.status.success(), "{}", text(&o));
+    // The host pins the audit key from the log's first entry: with another
+    // module's log in place, the session handshake does not verify.
+    std::fs::copy(d.join("master/audit.log"), clone.join("audit.log")).unwrap();
+    let o = as_user(d, "so", &args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("authentication failed"), "{}", text(&o));
+}

@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use postvault_crypto::{Secret32, aead};
@@ -43,8 +44,7 @@ impl FileNvm {
     /// # Errors
     /// [`Error::Nvm`] if the directory or key file cannot be created or read, or the key file is malformed.
     pub fn open(dir: &Path) -> Result<Self> {
-        let records = dir.join(RECORD_DIR);
-        fs::create_dir_all(&records).map_err(|e| io_err("cannot create", &records, &e))?;
+        create_private_dir(&dir.join(RECORD_DIR))?;
         let key_path = dir.join(KEY_FILE);
         let key = match fs::read(&key_path) {
             Ok(bytes) => Secret32::from_slice(&Zeroizing::new(bytes)).map_err(|_| Error::Nvm {
@@ -69,8 +69,7 @@ impl FileNvm {
     /// # Errors
     /// [`Error::Nvm`] if the directory cannot be created.
     pub fn open_with_key(dir: &Path, key: Secret32) -> Result<Self> {
-        let records = dir.join(RECORD_DIR);
-        fs::create_dir_all(&records).map_err(|e| io_err("cannot create", &records, &e))?;
+        create_private_dir(&dir.join(RECORD_DIR))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             key,
@@ -89,14 +88,34 @@ impl FileNvm {
     }
 }
 
-/// Writes a file by writing a temporary sibling, syncing it, and renaming it over the target.
+/// Creates a directory (and its parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err("cannot create", dir, &e))
+}
+
+/// Writes a file readable by the owner only: a temporary sibling, synced, renamed
+/// over the target, and the directory synced so the rename survives a crash.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| io_err("cannot create", &tmp, &e))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err("cannot create", &tmp, &e))?;
     f.write_all(data)
         .map_err(|e| io_err("cannot write", &tmp, &e))?;
     f.sync_all().map_err(|e| io_err("cannot sync", &tmp, &e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename", path, &e))
+    fs::rename(&tmp, path).map_err(|e| io_err("cannot rename", path, &e))?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("cannot sync", parent, &e))
 }
 
 impl Nvm for FileNvm {
@@ -164,6 +183,17 @@ mod tests {
         assert!(matches!(nvm.read(Slot::Accounts), Err(Error::Nvm { .. })));
         // Erasure removes the records and replaces the storage key, so a copy
         // taken before stays sealed.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [dir.path().join(KEY_FILE), nvm.path(Slot::Mks)] {
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{}",
+                p.display()
+            );
+        }
+        let records = fs::metadata(dir.path().join(RECORD_DIR)).unwrap();
+        assert_eq!(records.permissions().mode() & 0o777, 0o700);
         let key_before = fs::read(dir.path().join(KEY_FILE)).unwrap();
         nvm.erase_all().unwrap();
         assert_eq!(nvm.read(Slot::Mks).unwrap(), None);
