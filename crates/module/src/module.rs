@@ -674,7 +674,7 @@ impl<N: Nvm> Module<N> {
                 return Err(e);
             }
         };
-        let command = request_command_inner(&request);
+        let command = request.command();
         if timed_out {
             let e = Error::LogonTimedOut;
             self.audit_failure(Some(command), &e, audit);
@@ -752,7 +752,7 @@ impl<N: Nvm> Module<N> {
     }
 
     fn execute(&mut self, proof: &Authorized, request: Request) -> Result<(Response, AuditData)> {
-        if proof.command() != request_command_inner(&request) {
+        if proof.command() != request.command() {
             return Err(Error::Fatal {
                 what: "a command ran on another command's authorization",
             });
@@ -1231,43 +1231,5 @@ fn request_command(request: &Outer) -> Option<Command> {
         Outer::Reset => Some(Command::Reset),
         Outer::OpenSession { .. } => Some(Command::OpenSession),
         Outer::Session(_) => None,
-    }
-}
-
-/// The command a session request asks for.
-#[must_use]
-pub fn request_command_inner(request: &Request) -> Command {
-    match request {
-        Request::InitializeAccessControl(_) => Command::InitializeAccessControl,
-        Request::Logon { .. } => Command::Logon,
-        Request::Logoff => Command::Logoff,
-        Request::QueryCurrentUser => Command::QueryCurrentUser,
-        Request::CloseSession => Command::CloseSession,
-        Request::BeginAdmin => Command::BeginAdmin,
-        Request::EndAdmin => Command::EndAdmin,
-        Request::CreateAccount(_) => Command::CreateAccount,
-        Request::DeleteAccount(_) => Command::DeleteAccount,
-        Request::ModifyAccount(..) => Command::ModifyAccount,
-        Request::ViewAccounts => Command::ViewAccounts,
-        Request::UnlockAccount(_) => Command::UnlockAccount,
-        Request::ChangePassword { .. } => Command::ChangePassword,
-        Request::SetClock(_) => Command::SetClock,
-        Request::GenerateMks => Command::GenerateMks,
-        Request::GenerateTransportKey => Command::GenerateTransportKey,
-        Request::ExportTransportKey => Command::ExportTransportKey,
-        Request::CreateMksShares { .. } => Command::CreateMksShares,
-        Request::ExportShare { .. } => Command::ExportShare,
-        Request::AbortExport => Command::AbortExport,
-        Request::StartImportingMks => Command::StartImportingMks,
-        Request::ImportShare(_) => Command::ImportShare,
-        Request::CombineShares { .. } => Command::CombineShares,
-        Request::AbortImport => Command::AbortImport,
-        Request::ActivateMks => Command::ActivateMks,
-        Request::DeleteDormantMks => Command::DeleteDormantMks,
-        Request::GenerateTestToken { .. } => Command::GenerateTestToken,
-        Request::VerifyToken(_) => Command::VerifyToken,
-        Request::TranslateToken(_) => Command::TranslateToken,
-        Request::ExportAuditKey => Command::ExportAuditKey,
-        Request::CreateAuditEntry { .. } => Command::CreateAuditEntry,
     }
 }

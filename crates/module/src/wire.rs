@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 
 use crate::account::{AccountChanges, AccountView, NewAccount};
 use crate::audit::AuditEntry;
+use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::mks::MksInfo;
 use crate::role::{Role, UserId};
@@ -291,6 +292,46 @@ pub enum Request {
         /// Force a signature on this entry.
         force_signature: bool,
     },
+}
+
+impl Request {
+    /// The command this request asks for.
+    #[must_use]
+    pub fn command(&self) -> Command {
+        match self {
+            Request::InitializeAccessControl(_) => Command::InitializeAccessControl,
+            Request::Logon { .. } => Command::Logon,
+            Request::Logoff => Command::Logoff,
+            Request::QueryCurrentUser => Command::QueryCurrentUser,
+            Request::CloseSession => Command::CloseSession,
+            Request::BeginAdmin => Command::BeginAdmin,
+            Request::EndAdmin => Command::EndAdmin,
+            Request::CreateAccount(_) => Command::CreateAccount,
+            Request::DeleteAccount(_) => Command::DeleteAccount,
+            Request::ModifyAccount(..) => Command::ModifyAccount,
+            Request::ViewAccounts => Command::ViewAccounts,
+            Request::UnlockAccount(_) => Command::UnlockAccount,
+            Request::ChangePassword { .. } => Command::ChangePassword,
+            Request::SetClock(_) => Command::SetClock,
+            Request::GenerateMks => Command::GenerateMks,
+            Request::GenerateTransportKey => Command::GenerateTransportKey,
+            Request::ExportTransportKey => Command::ExportTransportKey,
+            Request::CreateMksShares { .. } => Command::CreateMksShares,
+            Request::ExportShare { .. } => Command::ExportShare,
+            Request::AbortExport => Command::AbortExport,
+            Request::StartImportingMks => Command::StartImportingMks,
+            Request::ImportShare(_) => Command::ImportShare,
+            Request::CombineShares { .. } => Command::CombineShares,
+            Request::AbortImport => Command::AbortImport,
+            Request::ActivateMks => Command::ActivateMks,
+            Request::DeleteDormantMks => Command::DeleteDormantMks,
+            Request::GenerateTestToken { .. } => Command::GenerateTestToken,
+            Request::VerifyToken(_) => Command::VerifyToken,
+            Request::TranslateToken(_) => Command::TranslateToken,
+            Request::ExportAuditKey => Command::ExportAuditKey,
+            Request::CreateAuditEntry { .. } => Command::CreateAuditEntry,
+        }
+    }
 }
 
 /// Which MKS slot opened a token.

@@ -22,7 +22,6 @@ use postvault_crypto::sig::{PublicKey, SigAlg};
 use postvault_module::account::{AccountChanges, NewAccount};
 use postvault_module::audit::verify_log;
 use postvault_module::command::{Command, authorize};
-use postvault_module::module::request_command_inner;
 use postvault_module::nvm::MemNvm;
 use postvault_module::role::Role;
 use postvault_module::session::HostOpening;
@@ -194,7 +193,7 @@ impl Case {
                 return; // no session in this state: nothing to send through
             }
         }
-        let command = request_command_inner(&request);
+        let command = request.command();
         let sealed = sealed || command.carries_password();
         let out = self.checked(command, true, |c| c.hsm.send_with(request, sealed));
         match out {
@@ -344,7 +343,7 @@ impl Case {
 
     /// The kind of request `which` would be, for the table.
     fn command_of(&self, which: u8) -> Command {
-        request_command_inner(&self.request(which, 0, "so", None))
+        self.request(which, 0, "so", None).command()
     }
 
     /// A random request. If `fit`, help the sequence along: leave the states
