@@ -559,24 +559,28 @@ impl<N: Nvm> Module<N> {
             config,
         };
         let public = audit_key.public_key();
-        self.transition(ModuleState::Initializing, |m| {
-            m.erase_all()?;
-            m.write(Slot::Identity, &identity)?;
-            m.write(Slot::AuditHead, &AuditHead::default())
-        })?;
-        self.loaded = Some(Loaded {
-            serial: serial.clone(),
-            audit_key,
-            config,
-            clock_offset: 0,
-        });
         let data = AuditData::Initialized {
             serial: serial.clone(),
             key_alg: public.alg().id(),
             key: public.as_bytes().to_vec(),
             sign_interval: config.audit_sign_interval,
         };
-        audit.push(self.record(Some(Command::StartInitialization), REASON_OK, data, true)?);
+        let loaded = Loaded {
+            serial: serial.clone(),
+            audit_key,
+            config,
+            clock_offset: 0,
+        };
+        // The chain's first entry is made inside the transition, before the
+        // persistent state says Initializing: an initialised module always has it.
+        self.transition(ModuleState::Initializing, |m| {
+            m.erase_all()?;
+            m.write(Slot::Identity, &identity)?;
+            m.write(Slot::AuditHead, &AuditHead::default())?;
+            m.loaded = Some(loaded);
+            audit.push(m.record(Some(Command::StartInitialization), REASON_OK, data, true)?);
+            Ok(())
+        })?;
         Ok(OuterReply::Initialized {
             serial,
             audit_key: (public.alg().id(), public.as_bytes().to_vec()),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use postvault_module::account::NewAccount;
 use postvault_module::role::{Role, UserId};
+use postvault_module::state::ModuleState;
 use postvault_module::wire::{
     ModuleConfig, OpenedUnder, Outer, OuterReply, Request, Response, Status,
 };
@@ -74,6 +75,11 @@ pub fn init(
         })
         .collect::<Result<Vec<_>, postvault_module::Error>>()?;
     vault::with_module(dir, |host| {
+        // A new chain begins: keep any earlier log (of a reset module, or of an
+        // initialisation that crashed) apart from it.
+        if host.status()?.current == ModuleState::Uninitialized {
+            vault::archive_audit_log(dir)?;
+        }
         let serial = match host.call(Outer::StartInitialization(config))? {
             OuterReply::Initialized { serial, .. } => serial,
             _ => {

@@ -80,7 +80,16 @@ pub fn archive_audit_log(dir: &Path) -> Result<Option<PathBuf>, CliError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let to = dir.join(format!("audit.{stamp}.log"));
+    let to = (0..)
+        .map(|n| {
+            dir.join(if n == 0 {
+                format!("audit.{stamp}.log")
+            } else {
+                format!("audit.{stamp}-{n}.log")
+            })
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join("audit.old.log"));
     fs::rename(&log, &to).map_err(|e| CliError::io(&log, &e))?;
     Ok(Some(to))
 }
