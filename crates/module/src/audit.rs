@@ -266,9 +266,9 @@ pub enum VerifyError {
     /// The log is empty.
     #[error("the audit log is empty")]
     Empty,
-    /// The last entry's hash is not the expected head (entries removed or replaced).
+    /// No entry has the expected head hash (entries removed or replaced).
     #[error(
-        "the last entry (entry {index}) has hash {found}, expected head {expected}: entries were removed or replaced"
+        "no entry has the expected head {expected} (the last, entry {index}, has {found}): entries were removed or replaced"
     )]
     HeadMismatch {
         /// Position of the last entry.
