@@ -41,6 +41,9 @@ pub enum CliError {
     /// An argument or input file is malformed.
     #[error("{0}")]
     Input(String),
+    /// The indicium library refused (an unreadable image, a malformed field, a failed check).
+    #[error("{0}")]
+    Indicium(#[from] postvault_indicium::Error),
 }
 
 impl CliError {
@@ -55,8 +58,14 @@ impl CliError {
     /// The exit code for this error.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
+        use postvault_indicium::ErrorKind as I;
         use postvault_module::Error as M;
         match self {
+            CliError::Indicium(e) => match e.kind() {
+                I::BadInput | I::Misuse => exit::BAD_INPUT,
+                I::Rejected => exit::REFUSED,
+                _ => exit::FAULT,
+            },
             CliError::Module(M::Nvm { .. }) | CliError::Io { .. } => exit::IO,
             CliError::Module(M::Fatal { .. } | M::Crypto(_) | M::InjectedCrash(_)) => exit::FAULT,
             CliError::Module(M::Malformed { .. }) | CliError::Input(_) => exit::BAD_INPUT,

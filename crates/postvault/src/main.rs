@@ -1,11 +1,13 @@
-//! `postvault`: the one binary. This part: operator ceremonies on the
-//! cryptographic module, module status and reset, and audit log verification.
+//! `postvault`: the one binary: operator ceremonies on the cryptographic
+//! module, module status and reset, audit log verification, and indicium
+//! verification.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod ceremony;
 mod error;
 mod vault;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +51,55 @@ enum Top {
         /// Repetitions of each operation.
         #[arg(long, default_value_t = 200)]
         iterations: u32,
+    },
+    /// Verify an indicium from a PNG image: decode, parse, certificate chain to the
+    /// postal CA, signature, value and date. Prints each check; exit 0 valid,
+    /// 1 invalid, 2 the input cannot be read.
+    Verify(VerifyArgs),
+    /// Indicium tools for testing verifiers.
+    #[command(subcommand, hide = true)]
+    Indicium(IndiciumCmd),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The PNG image holding the indicium's Data Matrix symbol.
+    #[arg(long)]
+    image: PathBuf,
+    /// The postal CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The meter's (PSD's) certificate (PEM). Without it the certificate check fails.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Print a JSON report: checks, decoded fields, signed bytes and signature in hex.
+    #[arg(long)]
+    json: bool,
+    /// Check as of this date (YYYY-MM-DD) instead of today's UTC date.
+    #[arg(long)]
+    today: Option<String>,
+    /// Reject dates of mailing more than this many days before today.
+    #[arg(long, default_value_t = 30)]
+    max_age_days: u16,
+}
+
+#[derive(Subcommand)]
+enum IndiciumCmd {
+    /// Write a sample for testing verifiers: a postal CA (ca.pem), a PSD certificate
+    /// (psd.pem) and a signed indicium (indicium.png, indicium.svg, indicium.bin).
+    /// Keys are generated afresh and not kept.
+    Sample {
+        /// Directory to write into (created if absent).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Flip bit N of the indicium (0 is the first byte's most significant bit)
+        /// before rendering, to test that verifiers reject it. The printed text keeps
+        /// the genuine values.
+        #[arg(long)]
+        tamper_bit: Option<usize>,
+        /// Date of mailing (YYYY-MM-DD); default today's UTC date.
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -618,6 +669,23 @@ fn main() -> ExitCode {
         Top::Module(c) => module(c),
         Top::Audit(c) => audit(c),
         Top::Bench { iterations } => bench(iterations),
+        Top::Verify(a) => verify::verify(&verify::VerifyOptions {
+            image: &a.image,
+            ca: &a.ca,
+            cert: a.cert.as_deref(),
+            json: a.json,
+            today: a.today.as_deref(),
+            max_age_days: a.max_age_days,
+        }),
+        Top::Indicium(IndiciumCmd::Sample {
+            out_dir,
+            tamper_bit,
+            date,
+        }) => verify::sample(&out_dir, tamper_bit, date.as_deref()).map(|files| {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -1,0 +1,33 @@
+//! The postvault indicium: the signed record a postage meter prints on a mail
+//! piece as a Data Matrix symbol, and everything needed to check one.
+//!
+//! - [`indicium`]: the fixed binary layout (version 1, 115 bytes), signing and parsing.
+//! - [`cert`]: X.509 certificates for the postal CA and each PSD.
+//! - [`render`] and [`decode`]: Data Matrix to PNG and SVG, and back from PNG.
+//! - [`verify`](mod@verify): the verifier and its structured [`Report`].
+//!
+//! The layout and every decision behind it are in `docs/indicium.md`.
+#![forbid(unsafe_code)]
+
+pub mod cert;
+pub mod date;
+pub mod decode;
+pub mod error;
+pub mod fields;
+mod font;
+pub mod indicium;
+pub mod money;
+mod reader;
+pub mod render;
+pub mod verify;
+
+pub use cert::{Certificate, PostalCa, PsdCertificate, Validity};
+pub use date::Date;
+pub use error::{Error, ErrorKind, Result};
+pub use fields::{DeviceId, ZipCode};
+pub use indicium::{Indicium, IndiciumData};
+pub use money::Money;
+pub use verify::{
+    Check, CheckName, Input, MeterStatus, Outcome, Policy, Report, Seen, SkipReason,
+    VerifierInputs, verify,
+};
