@@ -42,6 +42,8 @@ pub enum Component {
     KeyManagement,
     /// Audit support.
     Audit,
+    /// Postal work: crypto-card, PSD packages, checkpoints.
+    Postal,
 }
 
 impl Component {
@@ -68,6 +70,7 @@ impl Component {
                 | C::SetClock,
             ) => Component::AccessControl,
             Some(C::ExportAuditKey | C::CreateAuditEntry) => Component::Audit,
+            Some(C::InitializeCryptoCard) => Component::Postal,
             Some(_) => Component::KeyManagement,
         }
     }

@@ -80,13 +80,15 @@ pub enum Command {
     TranslateToken,
     /// Output the audit verification public key.
     ExportAuditKey,
+    /// Security officer loads the postal settings and the shared postal keys.
+    InitializeCryptoCard,
     /// Add an operator note to the audit log, optionally forcing a signature.
     CreateAuditEntry,
 }
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 35] = [
+    pub const ALL: [Command; 36] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -122,6 +124,7 @@ impl Command {
         Command::TranslateToken,
         Command::ExportAuditKey,
         Command::CreateAuditEntry,
+        Command::InitializeCryptoCard,
     ];
 
     /// Module-level commands always get a signed audit entry (seed 001: "Audit
@@ -232,6 +235,7 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::VerifyToken, states: &[Op], access: Access::Roles(&[SecurityOfficer, KeyCustodian, Auditor]) },
     Rule { command: Command::TranslateToken, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::ExportAuditKey, states: &[Op, Adm], access: Access::Roles(&[Auditor]) },
+    Rule { command: Command::InitializeCryptoCard, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::CreateAuditEntry, states: LIVE, access: Access::LoggedOn },
 ];
 

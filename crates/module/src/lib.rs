@@ -21,6 +21,7 @@ pub mod account;
 pub mod audit;
 pub mod codec;
 pub mod command;
+pub mod cryptocard;
 pub mod error;
 pub mod host;
 pub mod mks;

@@ -15,6 +15,7 @@ use crate::audit::{
 };
 use crate::codec;
 use crate::command::{Authorized, Command, authorize};
+use crate::cryptocard::CryptoCard;
 use crate::error::{Error, Result};
 use crate::mks::{
     ExportCeremony, ImportCeremony, MasterKeySet, MksSlots, SharePackage, key_check_value,
@@ -1001,6 +1002,18 @@ impl<N: Nvm> Module<N> {
                         under: None,
                     },
                 ))
+            }
+            Request::InitializeCryptoCard { settings, tokens } => {
+                settings.check()?;
+                let slots = self.mks()?;
+                let card = match tokens {
+                    None => CryptoCard::generate(settings)?,
+                    Some(t) => CryptoCard::load(settings, &t, &slots)?,
+                };
+                let tokens = card.tokens(&slots)?;
+                let public = card.public()?;
+                self.write(Slot::CryptoCard, &card)?;
+                Ok((Response::CryptoCard { tokens, public }, AuditData::None))
             }
             Request::ExportAuditKey => {
                 let pk = self.loaded()?.audit_key.public_key();

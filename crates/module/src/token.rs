@@ -36,6 +36,12 @@ pub enum KeyType {
 pub enum KeyUsage {
     /// A ceremony test key, used to show that two modules share an MKS.
     Test,
+    /// The crypto-card's registration signing key.
+    RegistrationSigning,
+    /// The crypto-card's registration HPKE key.
+    RegistrationHpke,
+    /// The crypto-card's checkpoint MAC key.
+    CheckpointMac,
 }
 
 /// The authenticated clear part of a token.

@@ -285,6 +285,14 @@ pub enum Request {
     TranslateToken(Vec<u8>),
     /// Output the audit verification key.
     ExportAuditKey,
+    /// Load the postal settings; generate the shared postal keys (master) or
+    /// load them from another module's tokens (clone).
+    InitializeCryptoCard {
+        /// Settings.
+        settings: crate::cryptocard::CardSettings,
+        /// Tokens from the master; `None` on the master.
+        tokens: Option<crate::cryptocard::CardTokens>,
+    },
     /// Add an operator note to the audit log.
     CreateAuditEntry {
         /// The note (at most 1 KiB).
@@ -329,6 +337,7 @@ impl Request {
             Request::VerifyToken(_) => Command::VerifyToken,
             Request::TranslateToken(_) => Command::TranslateToken,
             Request::ExportAuditKey => Command::ExportAuditKey,
+            Request::InitializeCryptoCard { .. } => Command::InitializeCryptoCard,
             Request::CreateAuditEntry { .. } => Command::CreateAuditEntry,
         }
     }
@@ -391,6 +400,13 @@ pub enum Response {
     },
     /// The audit verification key (algorithm id, bytes).
     AuditKey(u8, Vec<u8>),
+    /// The crypto-card is loaded: its tokens for other modules and its public keys.
+    CryptoCard {
+        /// Tokens of the shared keys under the active MKS.
+        tokens: crate::cryptocard::CardTokens,
+        /// Public keys for customers' software.
+        public: crate::cryptocard::CardPublic,
+    },
 }
 
 /// What a module call produces: the result, and the audit entries the host must

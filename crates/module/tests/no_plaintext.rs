@@ -123,6 +123,49 @@ fn no_file_the_modules_or_host_write_holds_a_plaintext_secret() {
         clone.test_token("file test c").0,
     ];
 
+    // The crypto-card's shared keys: generated on the master, loaded on the clone.
+    let provider =
+        postvault_crypto::sig::SigningKey::generate(postvault_crypto::sig::SigAlg::EcdsaP256Sha256)
+            .unwrap()
+            .public_key();
+    let settings = postvault_module::cryptocard::CardSettings {
+        provider_key: (provider.alg().id(), provider.as_bytes().to_vec()),
+        ca_certificate: b"certificate".to_vec(),
+        min_value: postvault_indicium::Money::from_tenths(10),
+        max_value: postvault_indicium::Money::from_tenths(100_000),
+        dr_ceiling: postvault_indicium::Money::from_tenths(5_000_000),
+        ar_ceiling: postvault_indicium::Money::from_tenths(1 << 40),
+    };
+    let card_tokens = match master
+        .as_user(
+            "so",
+            Request::InitializeCryptoCard {
+                settings: settings.clone(),
+                tokens: None,
+            },
+        )
+        .unwrap()
+    {
+        Response::CryptoCard { tokens, .. } => tokens,
+        r => panic!("{r:?}"),
+    };
+    clone
+        .as_user(
+            "so",
+            Request::InitializeCryptoCard {
+                settings,
+                tokens: Some(card_tokens.clone()),
+            },
+        )
+        .unwrap();
+    let tokens = [
+        tokens[0].clone(),
+        tokens[1].clone(),
+        card_tokens.registration_signing,
+        card_tokens.registration_hpke,
+        card_tokens.checkpoint_mac,
+    ];
+
     // Leave a second ceremony half-way, so both modules hold raw shares in NVM.
     let transport = clone.status().transport_key.unwrap();
     clone.as_user("so", Request::StartImportingMks).unwrap();
@@ -166,6 +209,21 @@ fn no_file_the_modules_or_host_write_holds_a_plaintext_secret() {
     // Every raw secret, read back through the storage keys.
     let mut secrets = Vec::new();
     for (tag, dir) in [("master", md), ("clone", cd)] {
+        let card: postvault_module::cryptocard::CryptoCard = record(dir, Slot::CryptoCard).unwrap();
+        let public = card.public().unwrap();
+        secrets.extend(audit_key_secrets(
+            &format!("{tag} registration"),
+            &card.registration_signing,
+            &public.registration_signing.1,
+        ));
+        secrets.push(secret(
+            format!("{tag} registration HPKE key"),
+            &card.registration_hpke[..],
+        ));
+        secrets.push(secret(
+            format!("{tag} checkpoint MAC key"),
+            &card.checkpoint_mac[..],
+        ));
         let slots: MksSlots = record(dir, Slot::Mks).unwrap();
         let active = slots.active.unwrap();
         secrets.push(secret(format!("{tag} MEK"), &active.mek[..]));

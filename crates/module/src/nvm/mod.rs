@@ -34,6 +34,8 @@ pub enum Slot {
     Export,
     /// An import ceremony in progress.
     Import,
+    /// The crypto-card: postal settings and shared keys.
+    CryptoCard,
     /// Written by a clean shutdown (the current state to resume in), removed at
     /// the first command after power-on: its absence at power-on means a crash.
     Power,
@@ -41,7 +43,7 @@ pub enum Slot {
 
 impl Slot {
     /// Every slot.
-    pub const ALL: [Slot; 9] = [
+    pub const ALL: [Slot; 10] = [
         Slot::State,
         Slot::Identity,
         Slot::AuditHead,
@@ -50,6 +52,7 @@ impl Slot {
         Slot::Transport,
         Slot::Export,
         Slot::Import,
+        Slot::CryptoCard,
         Slot::Power,
     ];
 
@@ -65,6 +68,7 @@ impl Slot {
             Slot::Transport => "transport",
             Slot::Export => "export",
             Slot::Import => "import",
+            Slot::CryptoCard => "crypto-card",
             Slot::Power => "power",
         }
     }

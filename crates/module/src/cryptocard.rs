@@ -1,0 +1,222 @@
+//! Initialize Crypto-Card (seed 001): the settings and keys every module of the
+//! vault shares for postal work. The security officer runs it once on the master,
+//! which generates the shared keys and hands them out as key tokens under the
+//! MKS; each clone runs it with those tokens. Loaded: the postal CA certificate,
+//! the provider's public key, indicium value limits and register ceilings.
+//! Generated and shared: the registration signing key (signs challenges during
+//! customer registration), the registration HPKE key (customers seal their
+//! secrets to it) and the checkpoint MAC key.
+
+use postvault_crypto::hpke;
+use postvault_crypto::sig::{PublicKey, SigAlg, SigningKey};
+use postvault_indicium::Money;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mks::MksSlots;
+use crate::token::{KeyToken, KeyType, KeyUsage};
+
+/// What the security officer loads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSettings {
+    /// The provider's public key (algorithm id, bytes): it signs value downloads and authorisations.
+    pub provider_key: (u8, Vec<u8>),
+    /// The postal certificate authority's certificate, DER.
+    pub ca_certificate: Vec<u8>,
+    /// Smallest indicium value.
+    #[serde(with = "tenths")]
+    pub min_value: Money,
+    /// Largest indicium value.
+    #[serde(with = "tenths")]
+    pub max_value: Money,
+    /// The descending register may not exceed this after a download.
+    #[serde(with = "tenths")]
+    pub dr_ceiling: Money,
+    /// The ascending register may not exceed this after an indicium.
+    #[serde(with = "tenths")]
+    pub ar_ceiling: Money,
+}
+
+/// Money on the wire and in NVM: its count of tenths of a cent.
+mod tenths {
+    use postvault_indicium::Money;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(m.tenths())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        u64::deserialize(d).map(Money::from_tenths)
+    }
+}
+
+impl CardSettings {
+    /// Checks the settings make sense.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for inconsistent limits, a malformed provider key or an empty certificate.
+    pub fn check(&self) -> Result<()> {
+        if self.min_value > self.max_value
+            || self.max_value > self.dr_ceiling
+            || self.min_value == Money::ZERO
+        {
+            return Err(Error::InvalidArgument {
+                what: "limits: need 0 < minimum value <= maximum value <= DR ceiling",
+            });
+        }
+        if self.ca_certificate.is_empty() || self.ca_certificate.len() > 8192 {
+            return Err(Error::InvalidArgument {
+                what: "the CA certificate must be 1 to 8192 bytes of DER",
+            });
+        }
+        let (alg, key) = &self.provider_key;
+        SigAlg::from_id(*alg)
+            .and_then(|a| PublicKey::from_bytes(a, key))
+            .map_err(|_| Error::InvalidArgument {
+                what: "the provider key is not a valid public key",
+            })?;
+        Ok(())
+    }
+}
+
+/// The shared secret keys as key tokens, to load into other modules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardTokens {
+    /// Registration signing key (PKCS#8).
+    pub registration_signing: Vec<u8>,
+    /// Registration HPKE private key.
+    pub registration_hpke: Vec<u8>,
+    /// Checkpoint MAC key.
+    pub checkpoint_mac: Vec<u8>,
+}
+
+/// The public halves customers' software needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardPublic {
+    /// Registration signing public key (algorithm id, bytes): built into the client.
+    pub registration_signing: (u8, Vec<u8>),
+    /// Registration HPKE public key: customers seal their secrets to it.
+    pub registration_hpke: [u8; 32],
+}
+
+/// The crypto-card as kept in NVM slot [`crate::nvm::Slot::CryptoCard`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CryptoCard {
+    /// Loaded settings.
+    pub settings: CardSettings,
+    /// Registration signing key, PKCS#8.
+    pub registration_signing: Zeroizing<Vec<u8>>,
+    /// Registration HPKE private key.
+    pub registration_hpke: Zeroizing<[u8; 32]>,
+    /// Checkpoint MAC key.
+    pub checkpoint_mac: Zeroizing<[u8; 32]>,
+}
+
+impl CryptoCard {
+    /// Generates the shared keys (on the master).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`].
+    pub fn generate(settings: CardSettings) -> Result<Self> {
+        let signing = SigningKey::generate(SigAlg::EcdsaP256Sha256)?;
+        let (hpke_key, _) = hpke::PrivateKey::generate()?;
+        Ok(Self {
+            settings,
+            registration_signing: Zeroizing::new(signing.to_pkcs8()?.expose().to_vec()),
+            registration_hpke: Zeroizing::new(*hpke_key.secret().expose()),
+            checkpoint_mac: Zeroizing::new(*postvault_crypto::Secret32::generate()?.expose()),
+        })
+    }
+
+    /// Loads the shared keys from tokens made by another module (on a clone).
+    ///
+    /// # Errors
+    /// [`Error::Token`] if a token does not open or has the wrong usage; [`Error::Malformed`].
+    pub fn load(settings: CardSettings, tokens: &CardTokens, slots: &MksSlots) -> Result<Self> {
+        let open = |bytes: &[u8], usage: KeyUsage| -> Result<Zeroizing<Vec<u8>>> {
+            let token = KeyToken::decode(bytes)?;
+            if token.header.usage != usage {
+                return Err(Error::Token {
+                    what: "a crypto-card token has the wrong usage",
+                });
+            }
+            Ok(token.open(slots)?.0)
+        };
+        let fixed = |v: Zeroizing<Vec<u8>>| -> Result<Zeroizing<[u8; 32]>> {
+            <[u8; 32]>::try_from(v.as_slice())
+                .map(Zeroizing::new)
+                .map_err(|_| Error::Token {
+                    what: "a crypto-card token holds a key of the wrong length",
+                })
+        };
+        let card = Self {
+            settings,
+            registration_signing: open(
+                &tokens.registration_signing,
+                KeyUsage::RegistrationSigning,
+            )?,
+            registration_hpke: fixed(open(&tokens.registration_hpke, KeyUsage::RegistrationHpke)?)?,
+            checkpoint_mac: fixed(open(&tokens.checkpoint_mac, KeyUsage::CheckpointMac)?)?,
+        };
+        card.public()?;
+        Ok(card)
+    }
+
+    /// The shared keys as tokens under the active MKS.
+    ///
+    /// # Errors
+    /// [`Error::Mks`] without an active MKS; [`Error::Crypto`].
+    pub fn tokens(&self, slots: &MksSlots) -> Result<CardTokens> {
+        let mks = slots.active.as_ref().ok_or(Error::Mks {
+            what: "there is no active master key set",
+        })?;
+        let seal = |t: KeyType, u: KeyUsage, key: &[u8]| {
+            KeyToken::seal(mks, t, u, "crypto-card", key)?.encode()
+        };
+        Ok(CardTokens {
+            registration_signing: seal(
+                KeyType::Signing(SigAlg::EcdsaP256Sha256.id()),
+                KeyUsage::RegistrationSigning,
+                &self.registration_signing,
+            )?,
+            registration_hpke: seal(
+                KeyType::HpkeX25519,
+                KeyUsage::RegistrationHpke,
+                &self.registration_hpke[..],
+            )?,
+            checkpoint_mac: seal(
+                KeyType::Secret32,
+                KeyUsage::CheckpointMac,
+                &self.checkpoint_mac[..],
+            )?,
+        })
+    }
+
+    /// The registration signing key.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if the stored key is unreadable.
+    pub fn registration_signer(&self) -> Result<SigningKey> {
+        Ok(SigningKey::from_pkcs8(
+            SigAlg::EcdsaP256Sha256,
+            &self.registration_signing,
+        )?)
+    }
+
+    /// The public keys for customers' software.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if a stored key is unreadable.
+    pub fn public(&self) -> Result<CardPublic> {
+        let pk = self.registration_signer()?.public_key();
+        let hpke_key = hpke::PrivateKey::from_secret(postvault_crypto::Secret32::from_bytes(
+            *self.registration_hpke,
+        ))?;
+        Ok(CardPublic {
+            registration_signing: (pk.alg().id(), pk.as_bytes().to_vec()),
+            registration_hpke: *hpke_key.public_key()?.as_bytes(),
+        })
+    }
+}
