@@ -11,13 +11,16 @@
 
 pub mod cert;
 pub mod date;
+#[cfg(feature = "images")]
 pub mod decode;
 pub mod error;
 pub mod fields;
+#[cfg(feature = "images")]
 mod font;
 pub mod indicium;
 pub mod money;
 mod reader;
+#[cfg(feature = "images")]
 pub mod render;
 pub mod verify;
 

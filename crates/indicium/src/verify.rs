@@ -10,6 +10,7 @@ use core::fmt;
 use crate::Error;
 use crate::cert::{Certificate, PsdCertificate, verify_chain};
 use crate::date::Date;
+#[cfg(feature = "images")]
 use crate::decode::decode_png;
 use crate::fields::DeviceId;
 use crate::indicium::{Indicium, IndiciumData, MAX_POSTAGE};
@@ -19,6 +20,7 @@ use crate::money::Money;
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {
     /// A PNG image holding the Data Matrix symbol.
+    #[cfg(feature = "images")]
     Png(&'a [u8]),
     /// The indicium's bytes, already decoded (the Decode check is skipped).
     Bytes(&'a [u8]),
@@ -304,6 +306,7 @@ pub fn verify(input: Input<'_>, inputs: &mut VerifierInputs<'_>) -> Report {
             );
             b.to_vec()
         }
+        #[cfg(feature = "images")]
         Input::Png(png) => match decode_png(png) {
             Ok(b) => {
                 push(&mut report, CheckName::Decode, Outcome::Pass);
