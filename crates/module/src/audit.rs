@@ -70,7 +70,7 @@ impl Component {
                 | C::SetClock,
             ) => Component::AccessControl,
             Some(C::ExportAuditKey | C::CreateAuditEntry) => Component::Audit,
-            Some(C::InitializeCryptoCard) => Component::Postal,
+            Some(C::InitializeCryptoCard | C::InitializePsd | C::AuthorizePsd) => Component::Postal,
             Some(_) => Component::KeyManagement,
         }
     }
@@ -128,6 +128,15 @@ pub enum AuditData {
         old: u64,
         /// New module time.
         new: u64,
+    },
+    /// A PSD package changed: its device id, state and transaction count after the command.
+    Psd {
+        /// Device id bytes.
+        device_id: [u8; 6],
+        /// State after the command.
+        state: crate::psd::PsdState,
+        /// The package's transaction count after the command.
+        sequence: u64,
     },
     /// An operator's note.
     Note(String),

@@ -32,3 +32,25 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
         _ => Err(Error::Malformed { what }),
     }
 }
+
+/// Money on the wire and in NVM: its count of tenths of a cent.
+pub mod tenths {
+    use postvault_indicium::Money;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes Money as its tenths of a cent.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(m.tenths())
+    }
+
+    /// Deserializes Money from tenths of a cent.
+    ///
+    /// # Errors
+    /// The deserializer's.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        u64::deserialize(d).map(Money::from_tenths)
+    }
+}

@@ -82,13 +82,17 @@ pub enum Command {
     ExportAuditKey,
     /// Security officer loads the postal settings and the shared postal keys.
     InitializeCryptoCard,
+    /// Create a PSD package (not authenticated, as in the seed).
+    InitializePsd,
+    /// Load a PSD's certificate (authenticated by the CA's signature on it).
+    AuthorizePsd,
     /// Add an operator note to the audit log, optionally forcing a signature.
     CreateAuditEntry,
 }
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 36] = [
+    pub const ALL: [Command; 38] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -125,6 +129,8 @@ impl Command {
         Command::ExportAuditKey,
         Command::CreateAuditEntry,
         Command::InitializeCryptoCard,
+        Command::InitializePsd,
+        Command::AuthorizePsd,
     ];
 
     /// Module-level commands always get a signed audit entry (seed 001: "Audit
@@ -144,6 +150,8 @@ impl Command {
                 | Command::ExportAuditKey
                 | Command::VerifyToken
                 | Command::CreateAuditEntry
+                | Command::InitializePsd
+                | Command::AuthorizePsd
         )
     }
 
@@ -236,6 +244,8 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::TranslateToken, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::ExportAuditKey, states: &[Op, Adm], access: Access::Roles(&[Auditor]) },
     Rule { command: Command::InitializeCryptoCard, states: &[Op], access: Access::Roles(SO) },
+    Rule { command: Command::InitializePsd, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::AuthorizePsd, states: &[Op], access: Access::Anyone },
     Rule { command: Command::CreateAuditEntry, states: LIVE, access: Access::LoggedOn },
 ];
 

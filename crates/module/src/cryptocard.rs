@@ -25,31 +25,17 @@ pub struct CardSettings {
     /// The postal certificate authority's certificate, DER.
     pub ca_certificate: Vec<u8>,
     /// Smallest indicium value.
-    #[serde(with = "tenths")]
+    #[serde(with = "crate::codec::tenths")]
     pub min_value: Money,
     /// Largest indicium value.
-    #[serde(with = "tenths")]
+    #[serde(with = "crate::codec::tenths")]
     pub max_value: Money,
     /// The descending register may not exceed this after a download.
-    #[serde(with = "tenths")]
+    #[serde(with = "crate::codec::tenths")]
     pub dr_ceiling: Money,
     /// The ascending register may not exceed this after an indicium.
-    #[serde(with = "tenths")]
+    #[serde(with = "crate::codec::tenths")]
     pub ar_ceiling: Money,
-}
-
-/// Money on the wire and in NVM: its count of tenths of a cent.
-mod tenths {
-    use postvault_indicium::Money;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(m.tenths())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-        u64::deserialize(d).map(Money::from_tenths)
-    }
 }
 
 impl CardSettings {

@@ -127,6 +127,12 @@ pub enum Error {
         /// What went wrong.
         what: &'static str,
     },
+    /// A PSD command's check failed (the audit entry says which; nothing changed).
+    #[error("PSD package refused: {what}")]
+    Psd {
+        /// The failed check.
+        what: &'static str,
+    },
     /// Non-volatile memory could not be read or written.
     #[error("non-volatile memory: {what}; check the module directory and its key file")]
     Nvm {
@@ -186,6 +192,7 @@ impl Error {
             Error::ShareRefused { .. } => 602,
             Error::NotEnoughShares { .. } => 603,
             Error::Token { .. } => 604,
+            Error::Psd { .. } => 701,
             Error::Nvm { .. } => 901,
             Error::Fatal { .. } => 902,
             Error::Crypto(_) => 903,

@@ -27,6 +27,7 @@ pub mod host;
 pub mod mks;
 pub mod module;
 pub mod nvm;
+pub mod psd;
 pub mod role;
 pub mod session;
 pub mod state;

@@ -21,6 +21,7 @@ use crate::mks::{
     ExportCeremony, ImportCeremony, MasterKeySet, MksSlots, SharePackage, key_check_value,
 };
 use crate::nvm::{Nvm, Slot};
+use crate::psd;
 use crate::role::{Role, UserId};
 use crate::session::{Direction, SessionKeys, SessionOpened, transcript};
 use crate::state::{ModuleState, boot_detection};
@@ -211,6 +212,21 @@ impl<N: Nvm> Module<N> {
                     .map(OuterReply::SessionOpened)
             }
             Outer::Session(msg) => self.session_request(&msg, audit).map(OuterReply::Session),
+            Outer::InitializePsd { device_id } => {
+                let proof = self.guard(Command::InitializePsd, false, audit)?;
+                let result = self.initialize_psd(&proof, device_id);
+                self.finish(Command::InitializePsd, result, audit)
+                    .map(|p| OuterReply::PsdInitialized(Box::new(p)))
+            }
+            Outer::AuthorizePsd {
+                package,
+                certificate,
+            } => {
+                let proof = self.guard(Command::AuthorizePsd, false, audit)?;
+                let result = self.authorize_psd(&proof, &package, &certificate);
+                self.finish(Command::AuthorizePsd, result, audit)
+                    .map(OuterReply::Psd)
+            }
         }
     }
 
@@ -1187,6 +1203,55 @@ impl<N: Nvm> Module<N> {
         Ok((Response::Mks(info), AuditData::Mks(info)))
     }
 
+    // ----- PSD commands ------------------------------------------------------
+
+    fn crypto_card(&self) -> Result<CryptoCard> {
+        self.read(Slot::CryptoCard)?.ok_or(Error::Psd {
+            what: "the crypto-card is not initialized; the security officer loads it first",
+        })
+    }
+
+    fn initialize_psd(
+        &mut self,
+        _proof: &Authorized,
+        device_id: [u8; 6],
+    ) -> Result<(psd::NewPsd, AuditData)> {
+        self.crypto_card()?;
+        let new = psd::initialize(device_id, &self.mks()?, self.now())?;
+        let data = AuditData::Psd {
+            device_id,
+            state: psd::PsdState::Raw,
+            sequence: 0,
+        };
+        Ok((new, data))
+    }
+
+    fn authorize_psd(
+        &mut self,
+        _proof: &Authorized,
+        package: &psd::PsdPackage,
+        certificate: &[u8],
+    ) -> Result<(psd::PsdPackage, AuditData)> {
+        let card = self.crypto_card()?;
+        let slots = self.mks()?;
+        let (body, mac_ok) = package.open(&slots)?;
+        let next = psd::authorize(
+            &body,
+            &mac_ok,
+            &card.settings.ca_certificate,
+            certificate,
+            &slots,
+            self.now(),
+        )?;
+        let sealed = psd::PsdPackage::seal(&next, &slots, &mac_ok)?;
+        let data = AuditData::Psd {
+            device_id: next.device_id,
+            state: next.state,
+            sequence: next.sequence,
+        };
+        Ok((sealed, data))
+    }
+
     // ----- status ------------------------------------------------------------
 
     fn status(&self) -> Status {
@@ -1248,5 +1313,7 @@ fn request_command(request: &Outer) -> Option<Command> {
         Outer::Reset => Some(Command::Reset),
         Outer::OpenSession { .. } => Some(Command::OpenSession),
         Outer::Session(_) => None,
+        Outer::InitializePsd { .. } => Some(Command::InitializePsd),
+        Outer::AuthorizePsd { .. } => Some(Command::AuthorizePsd),
     }
 }

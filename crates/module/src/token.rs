@@ -42,6 +42,12 @@ pub enum KeyUsage {
     RegistrationHpke,
     /// The crypto-card's checkpoint MAC key.
     CheckpointMac,
+    /// A PSD's indicium signing key.
+    IndiciumSigning,
+    /// A PSD's package MAC key.
+    PackageMac,
+    /// A PSD's key-encrypting key for the customer's secrets.
+    CustomerKek,
 }
 
 /// The authenticated clear part of a token.

@@ -138,6 +138,18 @@ pub enum Outer {
     },
     /// A MAC'd (and maybe sealed) request inside the session.
     Session(SessionMessage),
+    /// Initialize PSD with this device id (indicium layout bytes).
+    InitializePsd {
+        /// Device id.
+        device_id: [u8; 6],
+    },
+    /// Authorize PSD: the package and its certificate (DER).
+    AuthorizePsd {
+        /// The package from the database.
+        package: crate::psd::PsdPackage,
+        /// The PSD certificate, DER.
+        certificate: Vec<u8>,
+    },
 }
 
 /// Replies to [`Outer`] requests.
@@ -158,6 +170,10 @@ pub enum OuterReply {
     SessionOpened(crate::session::SessionOpened),
     /// A MAC'd (and maybe sealed) reply inside the session.
     Session(SessionMessage),
+    /// A new PSD package, its public key and proof of possession.
+    PsdInitialized(Box<crate::psd::NewPsd>),
+    /// An updated PSD package for the database.
+    Psd(crate::psd::PsdPackage),
 }
 
 /// A module status report (Get Status).
