@@ -311,6 +311,26 @@ pub struct LogSummary {
     pub bodies: Vec<EntryBody>,
 }
 
+/// Reads the record at the front of `rest` (entry `index` of the log).
+fn read_record(rest: &[u8], index: usize) -> Result<(AuditEntry, &[u8]), VerifyError> {
+    let bad = VerifyError::Unreadable { index };
+    let (len, tail) = rest.split_first_chunk::<4>().ok_or(bad.clone())?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad.clone())?;
+    if len > codec::MAX_MESSAGE || len > tail.len() {
+        return Err(bad);
+    }
+    let (rec, tail) = tail.split_at(len);
+    let stored: StoredEntry = codec::decode(rec, "audit record").map_err(|_| bad)?;
+    let entry = AuditEntry {
+        body: stored.body,
+        signature: stored.signature,
+    };
+    if entry.hash() != stored.hash {
+        return Err(VerifyError::HashMismatch { index });
+    }
+    Ok((entry, tail))
+}
+
 /// Splits a stored log into records.
 ///
 /// # Errors
@@ -319,26 +339,66 @@ pub fn parse_log(bytes: &[u8]) -> Result<Vec<AuditEntry>, VerifyError> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let index = out.len();
-        let bad = VerifyError::Unreadable { index };
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or(bad.clone())?;
-        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad.clone())?;
-        if len > codec::MAX_MESSAGE || len > tail.len() {
-            return Err(bad);
-        }
-        let (rec, tail) = tail.split_at(len);
-        let stored: StoredEntry = codec::decode(rec, "audit record").map_err(|_| bad.clone())?;
-        let entry = AuditEntry {
-            body: stored.body,
-            signature: stored.signature,
-        };
-        if entry.hash() != stored.hash {
-            return Err(VerifyError::HashMismatch { index });
-        }
+        let (entry, tail) = read_record(rest, out.len())?;
         out.push(entry);
         rest = tail;
     }
     Ok(out)
+}
+
+/// What a log's first entry establishes: the module serial, its audit key, and
+/// the signing interval it promised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogStart {
+    /// Module serial.
+    pub serial: String,
+    /// Audit verification key.
+    pub key: PublicKey,
+    /// At least every this many entries are signed.
+    pub sign_interval: u32,
+}
+
+/// Checks that `first` is a signed Start Initialization entry and reads it.
+fn log_start(first: &AuditEntry) -> Result<LogStart, VerifyError> {
+    let start = first
+        .decode_body()
+        .map_err(|_| VerifyError::Unreadable { index: 0 })?;
+    match start.data {
+        AuditData::Initialized {
+            serial,
+            key_alg,
+            key,
+            sign_interval,
+        } if start.seq == 0
+            && start.prev_hash == [0; 32]
+            && start.command == Some(Command::StartInitialization) =>
+        {
+            let key = SigAlg::from_id(key_alg)
+                .and_then(|alg| PublicKey::from_bytes(alg, &key))
+                .map_err(|_| VerifyError::BadStart { index: 0 })?;
+            if !verify_signature(first, &key) {
+                return Err(VerifyError::BadSignature { index: 0 });
+            }
+            Ok(LogStart {
+                serial,
+                key,
+                sign_interval: sign_interval.max(1),
+            })
+        }
+        _ => Err(VerifyError::BadStart { index: 0 }),
+    }
+}
+
+/// Reads only a log's first entry and checks it is a signed Start
+/// Initialization: what a host pins a module's audit key from.
+///
+/// # Errors
+/// [`VerifyError`] for an empty log or a first entry that is not a valid start.
+pub fn read_log_start(bytes: &[u8]) -> Result<LogStart, VerifyError> {
+    if bytes.is_empty() {
+        return Err(VerifyError::Empty);
+    }
+    log_start(&read_record(bytes, 0)?.0)
 }
 
 fn verify_signature(entry: &AuditEntry, key: &PublicKey) -> bool {
@@ -369,26 +429,11 @@ fn must_be_signed(body: &EntryBody, since_signed: u32, interval: u32) -> bool {
 pub fn verify_log(bytes: &[u8], expect_head: Option<&[u8; 32]>) -> Result<LogSummary, VerifyError> {
     let entries = parse_log(bytes)?;
     let first = entries.first().ok_or(VerifyError::Empty)?;
-    let start = first
-        .decode_body()
-        .map_err(|_| VerifyError::Unreadable { index: 0 })?;
-    let (serial, key, interval) = match &start.data {
-        AuditData::Initialized {
-            serial,
-            key_alg,
-            key,
-            sign_interval,
-        } if start.seq == 0
-            && start.prev_hash == [0; 32]
-            && start.command == Some(Command::StartInitialization) =>
-        {
-            let key = SigAlg::from_id(*key_alg)
-                .and_then(|alg| PublicKey::from_bytes(alg, key))
-                .map_err(|_| VerifyError::BadStart { index: 0 })?;
-            (serial.clone(), key, (*sign_interval).max(1))
-        }
-        _ => return Err(VerifyError::BadStart { index: 0 }),
-    };
+    let LogStart {
+        serial,
+        key,
+        sign_interval: interval,
+    } = log_start(first)?;
     let mut bodies = Vec::with_capacity(entries.len());
     let (mut signed, mut since_signed) = (0usize, 0u32);
     let mut prev_hash = [0u8; 32];

@@ -77,15 +77,13 @@ impl<N: Nvm, S: AuditSink> Host<N, S> {
     /// # Errors
     /// As [`Host::call`], or [`Error::SessionMessageRejected`].
     pub fn open_session(&mut self) -> Result<HostSession> {
-        let key = self
-            .status()?
+        let status = self.status()?;
+        let key = status
             .audit_key
             .map(|(alg, bytes)| SigAlg::from_id(alg).and_then(|a| PublicKey::from_bytes(a, &bytes)))
             .transpose()?
-            .ok_or(Error::Busy {
-                what: "the module is not initialized",
-            })?;
-        self.open_session_pinned(&key)
+            .ok_or(NOT_INITIALIZED)?;
+        self.handshake(&status.serial.ok_or(NOT_INITIALIZED)?, &key)
     }
 
     /// Opens an operator session with a module whose audit key the host already
@@ -95,14 +93,16 @@ impl<N: Nvm, S: AuditSink> Host<N, S> {
     /// # Errors
     /// As [`Host::call`], or [`Error::SessionMessageRejected`].
     pub fn open_session_pinned(&mut self, key: &PublicKey) -> Result<HostSession> {
-        let serial = self.status()?.serial.ok_or(Error::Busy {
-            what: "the module is not initialized",
-        })?;
+        let serial = self.status()?.serial.ok_or(NOT_INITIALIZED)?;
+        self.handshake(&serial, key)
+    }
+
+    fn handshake(&mut self, serial: &str, key: &PublicKey) -> Result<HostSession> {
         let opening = HostOpening::new()?;
         match self.call(Outer::OpenSession {
             host_public: opening.public(),
         })? {
-            OuterReply::SessionOpened(opened) => opening.finish(&serial, &opened, key),
+            OuterReply::SessionOpened(opened) => opening.finish(serial, &opened, key),
             _ => Err(unexpected()),
         }
     }
@@ -132,6 +132,10 @@ impl<N: Nvm, S: AuditSink> Host<N, S> {
         }
     }
 }
+
+const NOT_INITIALIZED: Error = Error::Busy {
+    what: "the module is not initialized",
+};
 
 fn unexpected() -> Error {
     Error::Malformed {

@@ -311,3 +311,40 @@ fn an_expected_head_recorded_earlier_is_found_anywhere_in_the_chain() {
         VerifyError::HeadMismatch { .. }
     ));
 }
+
+#[test]
+fn the_log_start_pins_the_modules_audit_key_from_the_first_entry_alone() {
+    let mut hsm = busy_master();
+    let log = hsm.log();
+    let start = postvault_module::audit::read_log_start(&log).unwrap();
+    let (alg, key) = hsm.status().audit_key.unwrap();
+    assert_eq!(
+        (start.key.alg().id(), start.key.as_bytes()),
+        (alg, key.as_slice())
+    );
+    assert_eq!(start.sign_interval, INTERVAL);
+    // Only the first record is read: a damaged later entry does not matter here.
+    let mut tail_damaged = log.clone();
+    let last = tail_damaged.len() - 1;
+    tail_damaged[last] ^= 1;
+    assert_eq!(
+        postvault_module::audit::read_log_start(&tail_damaged).unwrap(),
+        start
+    );
+    // A log that does not begin with a signed Start Initialization is refused.
+    let entries = hsm.entries();
+    assert_eq!(
+        postvault_module::audit::read_log_start(&stored_log(&entries[1..])).unwrap_err(),
+        VerifyError::BadStart { index: 0 }
+    );
+    let mut unsigned = entries[0].clone();
+    unsigned.signature = None;
+    assert_eq!(
+        postvault_module::audit::read_log_start(&stored_log(&[unsigned])).unwrap_err(),
+        VerifyError::BadSignature { index: 0 }
+    );
+    assert_eq!(
+        postvault_module::audit::read_log_start(&[]).unwrap_err(),
+        VerifyError::Empty
+    );
+}

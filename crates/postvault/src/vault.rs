@@ -8,9 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use postvault_crypto::hash;
-use postvault_crypto::sig::{PublicKey, SigAlg};
+use postvault_crypto::sig::PublicKey;
 use postvault_module::audit::AuditEntry;
-use postvault_module::audit::{AuditData, parse_log};
+use postvault_module::audit::read_log_start;
 use postvault_module::host::{AuditSink, Host};
 use postvault_module::nvm::file::FileNvm;
 use postvault_module::role::UserId;
@@ -103,19 +103,7 @@ pub fn archive_audit_log(dir: &Path) -> Result<Option<PathBuf>, CliError> {
 pub fn pinned_key(dir: &Path) -> Result<PublicKey, CliError> {
     let path = dir.join(AUDIT_LOG);
     let log = fs::read(&path).map_err(|e| CliError::io(&path, &e))?;
-    let unreadable = || {
-        CliError::Check(format!(
-            "{}: does not start with the module's audit key",
-            path.display()
-        ))
-    };
-    let first = parse_log(&log)?.into_iter().next().ok_or_else(unreadable)?;
-    match first.decode_body()?.data {
-        AuditData::Initialized { key_alg, key, .. } => {
-            Ok(PublicKey::from_bytes(SigAlg::from_id(key_alg)?, &key)?)
-        }
-        _ => Err(unreadable()),
-    }
+    Ok(read_log_start(&log)?.key)
 }
 
 /// The password an operator's passphrase becomes on the host: the module only
