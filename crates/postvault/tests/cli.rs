@@ -11,20 +11,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn postvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_postvault"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{postvault, text};
 
 fn demo(dir: &Path) {
     let o = postvault(&["ceremony", "demo", "--dir", dir.to_str().unwrap()]);

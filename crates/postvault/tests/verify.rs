@@ -9,22 +9,11 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn postvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_postvault"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{postvault, text};
 
 fn sample(dir: &Path, extra: &[&str]) {
     let mut args = vec!["indicium", "sample", "--out-dir", dir.to_str().unwrap()];
