@@ -237,7 +237,8 @@ fn refusals_have_clear_messages_and_exit_codes_and_are_audited() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("refusals recorded"), "{}", text(&o));
 
-    // Garbage input files: exit 2.
+    // Garbage files: a share sent to a module that is not importing is refused
+    // (1), a garbage log fails verification (1), a missing log is an I/O error (3).
     let junk = d.join("junk.bin");
     std::fs::write(&junk, b"not a share").unwrap();
     let o = as_user(
