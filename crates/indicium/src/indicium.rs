@@ -82,7 +82,8 @@ pub struct IndiciumData {
     pub software_id: u16,
     /// Descending register after this mail piece (postage still available), ≤ [`MAX_REGISTER`].
     pub descending_register: Money,
-    /// Rate category (mail class and shape code).
+    /// Rate category: the [`IndiciumKind`] in the top two bits, the mail class
+    /// (class and shape code) in the other fourteen.
     pub rate_category: u16,
     /// Mail-piece id: a per-meter piece counter.
     pub mail_piece_id: u32,
@@ -92,6 +93,56 @@ pub struct IndiciumData {
     pub vendor_token: [u8; 4],
     /// Postal token (reserved for the key management system; zero until then).
     pub postal_token: [u8; 4],
+}
+
+/// What an indicium is for: the top two bits of the rate category.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IndiciumKind {
+    /// Ordinary postage.
+    Postage,
+    /// A correction indicium: extra postage for an underpaid piece.
+    Correction,
+    /// A refund indicium: the meter's remaining value, when it leaves service.
+    Refund,
+    /// A redated indicium: an earlier indicium reissued with a new date, no new value.
+    Redate,
+}
+
+/// The rate category bits that carry the mail class (the rest carry the kind).
+pub const MAIL_CLASS_MASK: u16 = 0x3FFF;
+
+impl IndiciumKind {
+    /// The kind's name, as the verifier prints it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            IndiciumKind::Postage => "postage",
+            IndiciumKind::Correction => "correction",
+            IndiciumKind::Refund => "refund",
+            IndiciumKind::Redate => "redate",
+        }
+    }
+
+    /// The rate category for this kind and a mail class.
+    ///
+    /// # Errors
+    /// [`Error::FieldOutOfRange`] if the class needs more than 14 bits.
+    pub fn rate_category(self, mail_class: u16) -> Result<u16> {
+        if mail_class > MAIL_CLASS_MASK {
+            return Err(Error::FieldOutOfRange {
+                field: "mail class",
+                value: u64::from(mail_class),
+                max: u64::from(MAIL_CLASS_MASK),
+            });
+        }
+        let bits: u16 = match self {
+            IndiciumKind::Postage => 0,
+            IndiciumKind::Correction => 1,
+            IndiciumKind::Refund => 2,
+            IndiciumKind::Redate => 3,
+        };
+        Ok(bits << 14 | mail_class)
+    }
 }
 
 fn check_max(field: &'static str, value: Money, max: Money) -> Result<()> {
@@ -106,6 +157,23 @@ fn check_max(field: &'static str, value: Money, max: Money) -> Result<()> {
 }
 
 impl IndiciumData {
+    /// The kind, from the top two bits of the rate category.
+    #[must_use]
+    pub fn kind(&self) -> IndiciumKind {
+        match self.rate_category >> 14 {
+            0 => IndiciumKind::Postage,
+            1 => IndiciumKind::Correction,
+            2 => IndiciumKind::Refund,
+            _ => IndiciumKind::Redate,
+        }
+    }
+
+    /// The mail class: the rate category without the kind bits.
+    #[must_use]
+    pub fn mail_class(&self) -> u16 {
+        self.rate_category & MAIL_CLASS_MASK
+    }
+
     /// The signed part: the [`SIGNED_LEN`] bytes the signature covers.
     ///
     /// # Errors

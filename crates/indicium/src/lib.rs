@@ -28,7 +28,7 @@ pub use cert::{Certificate, PostalCa, PsdCertificate, Validity};
 pub use date::Date;
 pub use error::{Error, ErrorKind, Result};
 pub use fields::{DeviceId, ZipCode};
-pub use indicium::{Indicium, IndiciumData};
+pub use indicium::{Indicium, IndiciumData, IndiciumKind};
 pub use money::Money;
 pub use verify::{
     Check, CheckName, Input, MeterStatus, Outcome, Policy, Report, Seen, SkipReason,

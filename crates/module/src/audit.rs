@@ -70,7 +70,10 @@ impl Component {
                 | C::SetClock,
             ) => Component::AccessControl,
             Some(C::ExportAuditKey | C::CreateAuditEntry) => Component::Audit,
-            Some(C::InitializeCryptoCard | C::InitializePsd | C::AuthorizePsd) => Component::Postal,
+            Some(C::InitializeCryptoCard | C::AutoRecoverCheckpoint | C::RecoverCheckpoint) => {
+                Component::Postal
+            }
+            Some(c) if c.is_postal() => Component::Postal,
             Some(_) => Component::KeyManagement,
         }
     }
@@ -129,19 +132,18 @@ pub enum AuditData {
         /// New module time.
         new: u64,
     },
-    /// A PSD package changed: its device id, state and transaction count after the command.
-    Psd {
-        /// Device id bytes.
-        device_id: [u8; 6],
-        /// State after the command.
-        state: crate::psd::PsdState,
-        /// The package's transaction count after the command.
-        sequence: u64,
-    },
+    /// A PSD transaction: its checkpoint (meter, type, amount, registers after, totals).
+    Psd(Box<crate::checkpoint::CheckpointBody>),
     /// An operator's note.
     Note(String),
     /// Why a command failed (the full, internal reason: the network reply may say less).
     Failure(String),
+    /// Auto-Recover discarded this transaction (newer than the database's record).
+    Discarded(Box<crate::checkpoint::CheckpointBody>),
+    /// The checkpoints now end at this record (Auto-Recover or operator recovery).
+    CheckpointAccepted(Box<crate::checkpoint::CheckpointBody>),
+    /// Auto-Recover found no kept record matching the database's: the module is inhibited.
+    Inhibited(Box<crate::checkpoint::CheckpointBody>),
 }
 
 /// The signed and hashed part of an entry.

@@ -88,11 +88,33 @@ pub enum Command {
     AuthorizePsd,
     /// Add an operator note to the audit log, optionally forcing a signature.
     CreateAuditEntry,
+    /// Assign a customer to a PSD and take their sealed secrets.
+    ConfigurePsd,
+    /// Provider: licensing ZIP and DR limit; the meter may print.
+    AuthorizeCustomer,
+    /// Provider: add value to a meter's descending register.
+    PostageValueDownload,
+    /// Customer: an indicium.
+    CreateIndicium,
+    /// Customer: a correction indicium.
+    CreateCorrectionIndicium,
+    /// Provider: the refund indicium that takes a meter out of service.
+    CreateRefundIndicium,
+    /// Provider: a lost passphrase is to be replaced.
+    BeginPasswordReset,
+    /// Provider: the customer's new secrets.
+    CompletePasswordReset,
+    /// Customer: sign a redated indicium (no register change).
+    RedateIndicium,
+    /// Roll the checkpoints back to the database's older record, if the module kept it.
+    AutoRecoverCheckpoint,
+    /// Security officer: disaster recovery of an inhibited module's checkpoint.
+    RecoverCheckpoint,
 }
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 38] = [
+    pub const ALL: [Command; 49] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -131,6 +153,17 @@ impl Command {
         Command::InitializeCryptoCard,
         Command::InitializePsd,
         Command::AuthorizePsd,
+        Command::ConfigurePsd,
+        Command::AuthorizeCustomer,
+        Command::PostageValueDownload,
+        Command::CreateIndicium,
+        Command::CreateCorrectionIndicium,
+        Command::CreateRefundIndicium,
+        Command::BeginPasswordReset,
+        Command::CompletePasswordReset,
+        Command::RedateIndicium,
+        Command::AutoRecoverCheckpoint,
+        Command::RecoverCheckpoint,
     ];
 
     /// Module-level commands always get a signed audit entry (seed 001: "Audit
@@ -150,8 +183,26 @@ impl Command {
                 | Command::ExportAuditKey
                 | Command::VerifyToken
                 | Command::CreateAuditEntry
-                | Command::InitializePsd
+        ) && !self.is_postal()
+    }
+
+    /// The PSD commands: they run on a package, are authenticated per command
+    /// (or not at all, as the seed says), and make a checkpoint.
+    #[must_use]
+    pub fn is_postal(self) -> bool {
+        matches!(
+            self,
+            Command::InitializePsd
                 | Command::AuthorizePsd
+                | Command::ConfigurePsd
+                | Command::AuthorizeCustomer
+                | Command::PostageValueDownload
+                | Command::CreateIndicium
+                | Command::CreateCorrectionIndicium
+                | Command::CreateRefundIndicium
+                | Command::BeginPasswordReset
+                | Command::CompletePasswordReset
+                | Command::RedateIndicium
         )
     }
 
@@ -246,6 +297,17 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::InitializeCryptoCard, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::InitializePsd, states: &[Op], access: Access::Anyone },
     Rule { command: Command::AuthorizePsd, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::ConfigurePsd, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::AuthorizeCustomer, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::PostageValueDownload, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::CreateIndicium, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::CreateCorrectionIndicium, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::CreateRefundIndicium, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::BeginPasswordReset, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::CompletePasswordReset, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::RedateIndicium, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::AutoRecoverCheckpoint, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::RecoverCheckpoint, states: &[Op], access: Access::Roles(SO) },
     Rule { command: Command::CreateAuditEntry, states: LIVE, access: Access::LoggedOn },
 ];
 

@@ -52,6 +52,14 @@ impl CardSettings {
                 what: "limits: need 0 < minimum value <= maximum value <= DR ceiling",
             });
         }
+        // A refund indicium carries the whole DR as its postage value.
+        if self.dr_ceiling > postvault_indicium::indicium::MAX_POSTAGE
+            || self.ar_ceiling > postvault_indicium::indicium::MAX_REGISTER
+        {
+            return Err(Error::InvalidArgument {
+                what: "ceilings: the DR ceiling must fit an indicium's postage field and the AR ceiling its register field",
+            });
+        }
         if self.ca_certificate.is_empty() || self.ca_certificate.len() > 8192 {
             return Err(Error::InvalidArgument {
                 what: "the CA certificate must be 1 to 8192 bytes of DER",

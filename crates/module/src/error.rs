@@ -133,6 +133,9 @@ pub enum Error {
         /// The failed check.
         what: &'static str,
     },
+    /// One of the seed's checks of a PSD command failed; nothing changed.
+    #[error("PSD command refused: {0}")]
+    PsdCheck(PsdCheck),
     /// Non-volatile memory could not be read or written.
     #[error("non-volatile memory: {what}; check the module directory and its key file")]
     Nvm {
@@ -193,10 +196,100 @@ impl Error {
             Error::NotEnoughShares { .. } => 603,
             Error::Token { .. } => 604,
             Error::Psd { .. } => 701,
+            Error::PsdCheck(c) => 710_u16.saturating_add(*c as u16),
             Error::Nvm { .. } => 901,
             Error::Fatal { .. } => 902,
             Error::Crypto(_) => 903,
             Error::InjectedCrash(_) => 999,
         }
+    }
+}
+
+/// The checks of the PSD commands (seed 001), each its own refusal. The
+/// numbering is stable: it is part of the audit reason code (710 + n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(u16)]
+pub enum PsdCheck {
+    /// Auto-recovery failed earlier; an operator must recover the module's checkpoint.
+    Inhibited = 0,
+    /// The database's checkpoint record is not the module's newest.
+    CheckpointMismatch = 1,
+    /// A checkpoint record's MAC does not verify.
+    CheckpointMac = 2,
+    /// The package's MAC does not verify (altered, or another vault's).
+    PackageMac = 3,
+    /// The package is older than the module's last transaction on this meter.
+    PackageStale = 4,
+    /// The package is not in a state in which the command runs.
+    State = 5,
+    /// The meter number in the command is not the package's.
+    MeterNumber = 6,
+    /// The challenge is not the one the last reply gave.
+    Challenge = 7,
+    /// The customer's MAC on the request does not verify.
+    CustomerMac = 8,
+    /// The client's local registers differ from the package's.
+    ClientRegisters = 9,
+    /// The value is outside the crypto-card's indicium limits.
+    ValueLimits = 10,
+    /// The descending register holds less than the value.
+    InsufficientFunds = 11,
+    /// The provider's signature on the order does not verify.
+    ProviderSignature = 12,
+    /// The provider order names another transaction count of the package (replayed or stale).
+    OrderSequence = 13,
+    /// The control total is not AR + DR.
+    ControlTotal = 14,
+    /// The DR would exceed its ceiling or the meter's DR limit.
+    DrCeiling = 15,
+    /// The AR would exceed its ceiling once the new value is spent.
+    ArCeiling = 16,
+    /// The certificate does not chain to the postal CA or is not valid now.
+    Certificate = 17,
+    /// The certificate names another device id.
+    CertificateDevice = 18,
+    /// The certificate is for another key than the package's.
+    CertificateKey = 19,
+    /// The customer's sealed secrets do not open or are malformed.
+    CustomerSecrets = 20,
+    /// The new passphrase is on the package's repetition list.
+    PassphraseReused = 21,
+    /// A register or total would overflow.
+    RegisterOverflow = 22,
+    /// The redate request changes more than the date, or the original is not this meter's.
+    Redate = 23,
+    /// The crypto-card is not loaded.
+    NoCryptoCard = 24,
+}
+
+impl core::fmt::Display for PsdCheck {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PsdCheck::Inhibited => "the module is inhibited from PSD work after a failed checkpoint recovery; an operator must recover it",
+            PsdCheck::CheckpointMismatch => "the database's checkpoint record is not the module's newest (run Auto-Recover)",
+            PsdCheck::CheckpointMac => "the checkpoint record's MAC does not verify",
+            PsdCheck::PackageMac => "the package MAC does not verify (altered, or not this vault's)",
+            PsdCheck::PackageStale => "the package is older than the module's last transaction on this meter",
+            PsdCheck::State => "the package is not in a state in which this command runs",
+            PsdCheck::MeterNumber => "the meter number in the command is not the package's",
+            PsdCheck::Challenge => "the challenge is not the one the last reply gave",
+            PsdCheck::CustomerMac => "the customer's MAC on the request does not verify",
+            PsdCheck::ClientRegisters => "the client's registers differ from the meter's; resynchronise first",
+            PsdCheck::ValueLimits => "the value is outside the indicium value limits",
+            PsdCheck::InsufficientFunds => "the descending register holds less than the value",
+            PsdCheck::ProviderSignature => "the provider's signature on the order does not verify",
+            PsdCheck::OrderSequence => "the provider order is for another transaction count of the package (replayed or stale)",
+            PsdCheck::ControlTotal => "the control total is not AR + DR",
+            PsdCheck::DrCeiling => "the descending register would exceed its ceiling or the meter's limit",
+            PsdCheck::ArCeiling => "the ascending register would exceed its ceiling once this value is spent",
+            PsdCheck::Certificate => "the certificate does not chain to the postal CA or is not valid now",
+            PsdCheck::CertificateDevice => "the certificate names another device id",
+            PsdCheck::CertificateKey => "the certificate is for another key than this PSD's",
+            PsdCheck::CustomerSecrets => "the customer's sealed secrets do not open or are malformed",
+            PsdCheck::PassphraseReused => "the new passphrase was used recently; choose another",
+            PsdCheck::RegisterOverflow => "a register or total would overflow",
+            PsdCheck::Redate => "a redate may change only the date of this meter's own indicium",
+            PsdCheck::NoCryptoCard => "the crypto-card is not initialized; the security officer loads it first",
+        })
     }
 }

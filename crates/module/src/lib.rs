@@ -13,12 +13,15 @@
 //! - [`audit`]: the hash-chained, periodically signed audit log and its verifier;
 //! - [`module`]: the dispatcher, transitions and failure points;
 //! - [`wire`]: requests, replies, status; [`codec`]: checked decoding;
+//! - [`cryptocard`], [`psd`], [`postal`], [`checkpoint`]: postal work: the
+//!   shared postal keys, PSD packages, the PSD commands, checkpoints;
 //! - [`nvm`]: the NVM trait, an in-memory and a file implementation;
 //! - [`host`]: the host side: audit storage before release, session driving.
 #![forbid(unsafe_code)]
 
 pub mod account;
 pub mod audit;
+pub mod checkpoint;
 pub mod codec;
 pub mod command;
 pub mod cryptocard;
@@ -27,6 +30,7 @@ pub mod host;
 pub mod mks;
 pub mod module;
 pub mod nvm;
+pub mod postal;
 pub mod psd;
 pub mod role;
 pub mod session;
@@ -34,5 +38,5 @@ pub mod state;
 pub mod token;
 pub mod wire;
 
-pub use error::{Error, Result};
+pub use error::{Error, PsdCheck, Result};
 pub use module::{Clock, FailPoint, ManualClock, Module, SystemClock};

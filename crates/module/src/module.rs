@@ -4,7 +4,7 @@
 //! and lost at a reboot, which is simply dropping a `Module` and making a new one.
 
 use postvault_crypto::sig::{SigAlg, SigningKey};
-use postvault_crypto::{hpke, x25519};
+use postvault_crypto::{Secret32, hpke, x25519};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -13,15 +13,17 @@ use crate::account::{AccountChanges, AccountDb};
 use crate::audit::{
     AuditData, AuditEntry, Component, EntryBody, MAX_NOTE, REASON_BOOT, REASON_OK, REASON_RESUME,
 };
+use crate::checkpoint::{CheckpointRecord, CheckpointStore};
 use crate::codec;
 use crate::command::{Authorized, Command, authorize};
 use crate::cryptocard::CryptoCard;
+use crate::error::PsdCheck;
 use crate::error::{Error, Result};
 use crate::mks::{
     ExportCeremony, ImportCeremony, MasterKeySet, MksSlots, SharePackage, key_check_value,
 };
 use crate::nvm::{Nvm, Slot};
-use crate::psd;
+use crate::postal::{self, PostalReply, PostalRequest};
 use crate::role::{Role, UserId};
 use crate::session::{Direction, SessionKeys, SessionOpened, transcript};
 use crate::state::{ModuleState, boot_detection};
@@ -212,20 +214,25 @@ impl<N: Nvm> Module<N> {
                     .map(OuterReply::SessionOpened)
             }
             Outer::Session(msg) => self.session_request(&msg, audit).map(OuterReply::Session),
-            Outer::InitializePsd { device_id } => {
-                let proof = self.guard(Command::InitializePsd, false, audit)?;
-                let result = self.initialize_psd(&proof, device_id);
-                self.finish(Command::InitializePsd, result, audit)
-                    .map(|p| OuterReply::PsdInitialized(Box::new(p)))
+            Outer::Postal(request) => {
+                let command = request.command.command();
+                let proof = self.guard(command, false, audit)?;
+                let result = self.postal(&proof, *request);
+                self.finish(command, result, audit)
+                    .map(|r| OuterReply::Postal(Box::new(r)))
             }
-            Outer::AuthorizePsd {
-                package,
-                certificate,
-            } => {
-                let proof = self.guard(Command::AuthorizePsd, false, audit)?;
-                let result = self.authorize_psd(&proof, &package, &certificate);
-                self.finish(Command::AuthorizePsd, result, audit)
-                    .map(OuterReply::Psd)
+            Outer::AutoRecoverCheckpoint { checkpoint } => {
+                let command = Command::AutoRecoverCheckpoint;
+                let proof = self.guard(command, false, audit)?;
+                let result = self.auto_recover(&proof, &checkpoint, audit);
+                if let Err(Error::PsdCheck(PsdCheck::Inhibited)) = &result
+                    && self.checkpoints().is_ok_and(|s| s.inhibited)
+                {
+                    // Already audited (signed) where the module was inhibited.
+                    return result.map(|(discarded, _)| OuterReply::Recovered { discarded });
+                }
+                self.finish(command, result, audit)
+                    .map(|discarded| OuterReply::Recovered { discarded })
             }
         }
     }
@@ -1031,6 +1038,7 @@ impl<N: Nvm> Module<N> {
                 self.write(Slot::CryptoCard, &card)?;
                 Ok((Response::CryptoCard { tokens, public }, AuditData::None))
             }
+            Request::RecoverCheckpoint(record) => self.recover_checkpoint(record),
             Request::ExportAuditKey => {
                 let pk = self.loaded()?.audit_key.public_key();
                 Ok((
@@ -1206,50 +1214,122 @@ impl<N: Nvm> Module<N> {
     // ----- PSD commands ------------------------------------------------------
 
     fn crypto_card(&self) -> Result<CryptoCard> {
-        self.read(Slot::CryptoCard)?.ok_or(Error::Psd {
-            what: "the crypto-card is not initialized; the security officer loads it first",
-        })
+        self.read(Slot::CryptoCard)?
+            .ok_or(Error::PsdCheck(PsdCheck::NoCryptoCard))
     }
 
-    fn initialize_psd(
-        &mut self,
-        _proof: &Authorized,
-        device_id: [u8; 6],
-    ) -> Result<(psd::NewPsd, AuditData)> {
-        self.crypto_card()?;
-        let new = psd::initialize(device_id, &self.mks()?, self.now())?;
-        let data = AuditData::Psd {
-            device_id,
-            state: psd::PsdState::Raw,
-            sequence: 0,
-        };
-        Ok((new, data))
+    fn checkpoints(&self) -> Result<CheckpointStore> {
+        Ok(self.read(Slot::Checkpoints)?.unwrap_or_default())
     }
 
-    fn authorize_psd(
+    fn checkpoint_key(card: &CryptoCard) -> Secret32 {
+        Secret32::from_bytes(*card.checkpoint_mac)
+    }
+
+    /// A PSD command: the checkpoint comparison (the seed's dispatch check),
+    /// the command's own checks, then the one write: the new checkpoint into NVM.
+    /// Any failure before that write leaves the module as it was.
+    fn postal(
         &mut self,
         _proof: &Authorized,
-        package: &psd::PsdPackage,
-        certificate: &[u8],
-    ) -> Result<(psd::PsdPackage, AuditData)> {
+        request: PostalRequest,
+    ) -> Result<(PostalReply, AuditData)> {
         let card = self.crypto_card()?;
+        let store = self.checkpoints()?;
+        store.check(request.checkpoint.as_ref())?;
         let slots = self.mks()?;
-        let (body, mac_ok) = package.open(&slots)?;
-        let next = psd::authorize(
-            &body,
-            &mac_ok,
-            &card.settings.ca_certificate,
-            certificate,
-            &slots,
-            self.now(),
-        )?;
-        let sealed = psd::PsdPackage::seal(&next, &slots, &mac_ok)?;
-        let data = AuditData::Psd {
-            device_id: next.device_id,
-            state: next.state,
-            sequence: next.sequence,
+        let serial = self.loaded()?.serial.clone();
+        let ctx = postal::Context {
+            card: &card,
+            slots: &slots,
+            store: &store,
+            now: self.now(),
         };
-        Ok((sealed, data))
+        let step = postal::run(&ctx, request.command)?;
+        let body = store.next_body(&serial, step.facts)?;
+        let record = CheckpointRecord::seal(&body, &Self::checkpoint_key(&card))?;
+        self.write(Slot::Checkpoints, &store.pushed(record.clone()))?;
+        Ok((
+            PostalReply {
+                package: step.package,
+                checkpoint: record,
+                outcome: step.outcome,
+            },
+            AuditData::Psd(Box::new(body)),
+        ))
+    }
+
+    /// Auto-Recover Module Checkpoint (seed 001): accept the database's record
+    /// if it is one of the two older records, with an audit entry for each
+    /// discarded transaction; otherwise inhibit PSD work.
+    fn auto_recover(
+        &mut self,
+        _proof: &Authorized,
+        record: &CheckpointRecord,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Result<(usize, AuditData)> {
+        let card = self.crypto_card()?;
+        let store = self.checkpoints()?;
+        if store.inhibited {
+            return Err(Error::PsdCheck(PsdCheck::Inhibited));
+        }
+        // A record that is not genuine says nothing about the database: refuse it
+        // without inhibiting, so garbage cannot stop the module.
+        let body = record.open(&Self::checkpoint_key(&card))?;
+        if store.newest() == Some(record) {
+            return Ok((0, AuditData::CheckpointAccepted(Box::new(body))));
+        }
+        match store.recover_to(record) {
+            Some((kept, discarded)) => {
+                self.write(Slot::Checkpoints, &kept)?;
+                for d in &discarded {
+                    let data = AuditData::Discarded(Box::new(d.peek()?));
+                    let entry =
+                        self.record(Some(Command::AutoRecoverCheckpoint), REASON_OK, data, false)?;
+                    audit.push(entry);
+                }
+                Ok((
+                    discarded.len(),
+                    AuditData::CheckpointAccepted(Box::new(body)),
+                ))
+            }
+            None => {
+                let inhibited = CheckpointStore {
+                    inhibited: true,
+                    ..store
+                };
+                self.write(Slot::Checkpoints, &inhibited)?;
+                let entry = self.record(
+                    Some(Command::AutoRecoverCheckpoint),
+                    Error::PsdCheck(PsdCheck::Inhibited).reason_code(),
+                    AuditData::Inhibited(Box::new(body)),
+                    true,
+                )?;
+                audit.push(entry);
+                Err(Error::PsdCheck(PsdCheck::Inhibited))
+            }
+        }
+    }
+
+    /// Disaster recovery (security officer): the database's record, genuine and
+    /// this module's, becomes the newest and PSD work resumes.
+    fn recover_checkpoint(&mut self, record: CheckpointRecord) -> Result<(Response, AuditData)> {
+        let card = self.crypto_card()?;
+        let body = record.open(&Self::checkpoint_key(&card))?;
+        if body.module_serial != self.loaded()?.serial {
+            return Err(Error::InvalidArgument {
+                what: "the checkpoint record is another module's",
+            });
+        }
+        let store = CheckpointStore {
+            records: vec![record],
+            inhibited: false,
+        };
+        self.write(Slot::Checkpoints, &store)?;
+        Ok((
+            Response::Done,
+            AuditData::CheckpointAccepted(Box::new(body)),
+        ))
     }
 
     // ----- status ------------------------------------------------------------
@@ -1263,6 +1343,7 @@ impl<N: Nvm> Module<N> {
         let slots = self.mks().unwrap_or_default();
         let export: Option<ExportCeremony> = self.read(Slot::Export).ok().flatten();
         let import: Option<ImportCeremony> = self.read(Slot::Import).ok().flatten();
+        let checkpoints = self.checkpoints().unwrap_or_default();
         Status {
             current: self.current,
             persistent: self.persistent(),
@@ -1289,6 +1370,8 @@ impl<N: Nvm> Module<N> {
             accounts: self.accounts().map(|db| db.view().len()).unwrap_or(0),
             session_open: self.session.is_some(),
             logged_on: self.session.as_ref().and_then(|s| s.user.clone()),
+            checkpoint: checkpoints.newest().cloned(),
+            inhibited: checkpoints.inhibited,
         }
     }
 }
@@ -1313,7 +1396,7 @@ fn request_command(request: &Outer) -> Option<Command> {
         Outer::Reset => Some(Command::Reset),
         Outer::OpenSession { .. } => Some(Command::OpenSession),
         Outer::Session(_) => None,
-        Outer::InitializePsd { .. } => Some(Command::InitializePsd),
-        Outer::AuthorizePsd { .. } => Some(Command::AuthorizePsd),
+        Outer::Postal(r) => Some(r.command.command()),
+        Outer::AutoRecoverCheckpoint { .. } => Some(Command::AutoRecoverCheckpoint),
     }
 }

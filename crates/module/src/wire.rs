@@ -138,17 +138,12 @@ pub enum Outer {
     },
     /// A MAC'd (and maybe sealed) request inside the session.
     Session(SessionMessage),
-    /// Initialize PSD with this device id (indicium layout bytes).
-    InitializePsd {
-        /// Device id.
-        device_id: [u8; 6],
-    },
-    /// Authorize PSD: the package and its certificate (DER).
-    AuthorizePsd {
-        /// The package from the database.
-        package: crate::psd::PsdPackage,
-        /// The PSD certificate, DER.
-        certificate: Vec<u8>,
+    /// A PSD command with the database's checkpoint record.
+    Postal(Box<crate::postal::PostalRequest>),
+    /// Auto-Recover: roll the module's checkpoints back to the database's record.
+    AutoRecoverCheckpoint {
+        /// The module table's record for this module.
+        checkpoint: crate::checkpoint::CheckpointRecord,
     },
 }
 
@@ -170,10 +165,13 @@ pub enum OuterReply {
     SessionOpened(crate::session::SessionOpened),
     /// A MAC'd (and maybe sealed) reply inside the session.
     Session(SessionMessage),
-    /// A new PSD package, its public key and proof of possession.
-    PsdInitialized(Box<crate::psd::NewPsd>),
-    /// An updated PSD package for the database.
-    Psd(crate::psd::PsdPackage),
+    /// A PSD command's result: store the package and checkpoint, then release the outcome.
+    Postal(Box<crate::postal::PostalReply>),
+    /// Auto-Recover accepted the record; this many newer transactions were discarded.
+    Recovered {
+        /// Discarded transactions (each has an audit entry).
+        discarded: usize,
+    },
 }
 
 /// A module status report (Get Status).
@@ -209,6 +207,10 @@ pub struct Status {
     pub session_open: bool,
     /// Logged-on user.
     pub logged_on: Option<(UserId, Role)>,
+    /// The newest checkpoint record: what the module table must hold for this module.
+    pub checkpoint: Option<crate::checkpoint::CheckpointRecord>,
+    /// PSD work is inhibited until an operator recovers the checkpoint.
+    pub inhibited: bool,
 }
 
 /// Requests inside a session.
@@ -309,6 +311,8 @@ pub enum Request {
         /// Tokens from the master; `None` on the master.
         tokens: Option<crate::cryptocard::CardTokens>,
     },
+    /// Disaster recovery of an inhibited module: accept the database's record as the newest.
+    RecoverCheckpoint(crate::checkpoint::CheckpointRecord),
     /// Add an operator note to the audit log.
     CreateAuditEntry {
         /// The note (at most 1 KiB).
@@ -355,6 +359,7 @@ impl Request {
             Request::ExportAuditKey => Command::ExportAuditKey,
             Request::InitializeCryptoCard { .. } => Command::InitializeCryptoCard,
             Request::CreateAuditEntry { .. } => Command::CreateAuditEntry,
+            Request::RecoverCheckpoint(_) => Command::RecoverCheckpoint,
         }
     }
 }

@@ -134,7 +134,7 @@ fn no_file_the_modules_or_host_write_holds_a_plaintext_secret() {
         min_value: postvault_indicium::Money::from_tenths(10),
         max_value: postvault_indicium::Money::from_tenths(100_000),
         dr_ceiling: postvault_indicium::Money::from_tenths(5_000_000),
-        ar_ceiling: postvault_indicium::Money::from_tenths(1 << 40),
+        ar_ceiling: postvault_indicium::Money::from_tenths((1 << 40) - 1),
     };
     let card_tokens = match master
         .as_user(

@@ -1,7 +1,7 @@
-//! PSD packages: Initialize PSD makes a Raw package with zero registers that
-//! only this vault's MKS opens; Authorize PSD takes a certificate from the
-//! crypto-card's postal CA for this device and key. Every failed check is typed,
-//! audited, and leaves the package as it was.
+//! PSD packages through their whole life: Initialize PSD, Authorize PSD with a
+//! certificate from the postal CA, Configure PSD, Authorize Customer, downloads,
+//! indicia (ordinary, correction, redated), password reset and the refund that
+//! withdraws the meter. Every indicium verifies with the meter's certificate.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,217 +12,173 @@
 
 mod common;
 
+use common::postal::*;
 use common::*;
-use postvault_crypto::sig::{PublicKey, SigAlg, Signature, SigningKey};
-use postvault_indicium::cert::{PostalCa, Validity};
-use postvault_indicium::{Date, DeviceId, Money};
+use postvault_crypto::sig::{PublicKey, SigAlg, Signature};
+use postvault_indicium::{IndiciumKind, Money};
 use postvault_module::Error;
-use postvault_module::cryptocard::CardSettings;
-use postvault_module::nvm::MemNvm;
-use postvault_module::psd::{NewPsd, PsdPackage, PsdState, possession_message};
-use postvault_module::wire::{Outer, OuterReply, Request};
+use postvault_module::PsdCheck;
+use postvault_module::audit::AuditData;
+use postvault_module::checkpoint::Transaction;
+use postvault_module::nvm::Slot;
+use postvault_module::postal::{PostalCommand, PostalOutcome};
+use postvault_module::psd::{PsdPackage, PsdState, possession_message};
 
-const DEVICE: [u8; 6] = [b'P', b'V', 0, 0, 0x30, 0x39];
+const D: u32 = 12_345;
 
-fn validity() -> Validity {
-    Validity::new(
-        Date::from_ymd(2023, 1, 1).unwrap(),
-        Date::from_ymd(2027, 12, 31).unwrap(),
-    )
-    .unwrap()
+fn verify_with_certificate(v: &Vault, d: [u8; 6], i: &postvault_indicium::Indicium) {
+    i.verify_signature(&v.public_key(d)).unwrap();
+    let ca = postvault_indicium::Certificate::from_der(v.ca.certificate().der()).unwrap();
+    let cert = postvault_indicium::Certificate::from_der(&v.certificates[&d]).unwrap();
+    postvault_indicium::cert::verify_chain(&ca, &cert, i.data().date).unwrap();
 }
 
-/// A master with its crypto-card loaded, trusting `ca`.
-fn postal_master(ca: &PostalCa) -> Hsm<MemNvm> {
-    let mut m = new_master();
-    let provider = SigningKey::generate(SigAlg::EcdsaP256Sha256)
-        .unwrap()
-        .public_key();
-    let settings = CardSettings {
-        provider_key: (provider.alg().id(), provider.as_bytes().to_vec()),
-        ca_certificate: ca.certificate().der().to_vec(),
-        min_value: Money::from_tenths(10),
-        max_value: Money::from_tenths(100_000),
-        dr_ceiling: Money::from_tenths(5_000_000),
-        ar_ceiling: Money::from_tenths(1 << 40),
+#[test]
+fn a_meter_from_initialization_to_withdrawal() {
+    let mut v = Vault::new();
+    let d = device(D);
+
+    // Initialize PSD: Raw, zero registers, a key with a proof of possession.
+    let reply = v.send(PostalCommand::Initialize { device_id: d }).unwrap();
+    let PostalOutcome::Initialized {
+        public_key,
+        possession,
+    } = &reply.outcome
+    else {
+        panic!()
     };
-    m.as_user(
-        "so",
-        Request::InitializeCryptoCard {
-            settings,
-            tokens: None,
-        },
-    )
-    .unwrap();
-    m
-}
-
-fn init_psd(m: &mut Hsm<MemNvm>, device: [u8; 6]) -> postvault_module::Result<NewPsd> {
-    match m.host.call(Outer::InitializePsd { device_id: device })? {
-        OuterReply::PsdInitialized(n) => Ok(*n),
-        r => panic!("{r:?}"),
-    }
-}
-
-fn authorize(
-    m: &mut Hsm<MemNvm>,
-    package: &PsdPackage,
-    certificate: &[u8],
-) -> postvault_module::Result<PsdPackage> {
-    match m.host.call(Outer::AuthorizePsd {
-        package: package.clone(),
-        certificate: certificate.to_vec(),
-    })? {
-        OuterReply::Psd(p) => Ok(p),
-        r => panic!("{r:?}"),
-    }
-}
-
-fn certify(ca: &PostalCa, new: &NewPsd, device: [u8; 6], serial: u32) -> Vec<u8> {
-    let key = PublicKey::from_bytes(
-        SigAlg::from_id(new.public_key.0).unwrap(),
-        &new.public_key.1,
-    )
-    .unwrap();
-    let device = DeviceId::from_bytes(device).unwrap();
-    ca.issue_psd_certificate(&key, device, serial, validity())
-        .unwrap()
-        .certificate()
-        .der()
-        .to_vec()
-}
-
-#[test]
-fn initialize_then_authorize_with_a_certificate_from_the_postal_ca() {
-    let ca = PostalCa::generate("Postal CA", validity()).unwrap();
-    let mut m = postal_master(&ca);
-    let new = init_psd(&mut m, DEVICE).unwrap();
-    // The proof of possession verifies with the returned key.
-    let key = PublicKey::from_bytes(SigAlg::EcdsaP256Sha256, &new.public_key.1).unwrap();
+    let key = PublicKey::from_bytes(SigAlg::EcdsaP256Sha256, &public_key.1).unwrap();
     key.verify(
-        &possession_message(&DEVICE, &new.public_key.1),
-        &Signature::from_bytes(SigAlg::EcdsaP256Sha256, &new.possession).unwrap(),
+        &possession_message(&d, &public_key.1),
+        &Signature::from_bytes(SigAlg::EcdsaP256Sha256, possession).unwrap(),
     )
     .unwrap();
-    let slots = read_slot(&m.nvm(), postvault_module::nvm::Slot::Mks).unwrap();
-    let (body, _) = new.package.open(&slots).unwrap();
+    let slots = read_slot(&v.hsm.nvm(), Slot::Mks).unwrap();
+    let (body, _) = reply.package.open(&slots).unwrap();
     assert_eq!(
-        (body.state, body.ar, body.dr, body.device_id),
-        (PsdState::Raw, Money::ZERO, Money::ZERO, DEVICE)
+        (body.state, body.ar, body.dr, body.device_id, body.sequence),
+        (PsdState::Raw, Money::ZERO, Money::ZERO, d, 0)
     );
 
-    let cert = certify(&ca, &new, DEVICE, 7);
-    let authorized = authorize(&mut m, &new.package, &cert).unwrap();
-    let (body, _) = authorized.open(&slots).unwrap();
-    assert_eq!(
-        (body.state, body.certificate_serial, body.sequence),
-        (PsdState::Unleased, Some(7), 1)
-    );
+    // The rest of the way to Leased.
+    let mut v = Vault::new();
+    v.leased_meter(d);
+    let body = v.body(d);
+    assert_eq!(body.state, PsdState::Leased);
+    assert_eq!(body.certificate_serial, Some(D));
+    assert_eq!(body.licensing_zip, Some(ZIP));
+    assert_eq!(body.dr_limit, DR_LIMIT);
+    assert_eq!(body.sequence, 3);
     // The package survives the database: encode, decode, still opens.
-    let again = PsdPackage::decode(&authorized.encode().unwrap()).unwrap();
+    let slots = read_slot(&v.hsm.nvm(), Slot::Mks).unwrap();
+    let again = PsdPackage::decode(&v.package(d).encode().unwrap()).unwrap();
     assert_eq!(again.open(&slots).unwrap().0, body);
-    // Authorize PSD runs once.
-    let err = refused(&mut m, |h| authorize_host(h, &authorized, &cert));
+
+    // Buy, print, correct, redate.
+    v.download(d, Money::from_tenths(100_000)).unwrap();
+    let first = v.print(d, Money::from_tenths(730)).unwrap();
+    assert_eq!(first.data().kind(), IndiciumKind::Postage);
+    assert_eq!(first.data().postage, Money::from_tenths(730));
+    assert_eq!(first.data().ascending_register, Money::from_tenths(730));
+    assert_eq!(first.data().descending_register, Money::from_tenths(99_270));
+    assert_eq!(first.data().origin_zip.to_u32(), ZIP);
+    assert_eq!(first.data().certificate_serial, D);
+    verify_with_certificate(&v, d, &first);
+
+    let correction = v.correction(d, Money::from_tenths(100)).unwrap();
+    assert_eq!(correction.data().kind(), IndiciumKind::Correction);
     assert_eq!(
-        err,
-        Error::Psd {
-            what: "Authorize PSD needs a package in the Raw state"
-        }
+        correction.data().ascending_register,
+        Money::from_tenths(830)
     );
-    postvault_module::audit::verify_log(&m.log(), None).unwrap();
-}
+    verify_with_certificate(&v, d, &correction);
 
-fn authorize_host(
-    h: &mut Hsm<MemNvm>,
-    package: &PsdPackage,
-    certificate: &[u8],
-) -> postvault_module::Result<PsdPackage> {
-    authorize(h, package, certificate)
-}
+    let later = first.data().date.checked_add_days(2).unwrap();
+    let redated = v.redate(d, &first, later).unwrap();
+    assert_eq!(redated.data().kind(), IndiciumKind::Redate);
+    assert_eq!(redated.data().date, later);
+    assert_eq!(
+        (
+            redated.data().postage,
+            redated.data().ascending_register,
+            redated.data().mail_piece_id
+        ),
+        (
+            first.data().postage,
+            first.data().ascending_register,
+            first.data().mail_piece_id
+        )
+    );
+    verify_with_certificate(&v, d, &redated);
+    // Redating moved no value.
+    let b = v.body(d);
+    assert_eq!(
+        (b.ar, b.dr),
+        (Money::from_tenths(830), Money::from_tenths(99_170))
+    );
 
-#[test]
-fn certificates_for_another_ca_device_or_key_are_refused() {
-    let ca = PostalCa::generate("Postal CA", validity()).unwrap();
-    let other_ca = PostalCa::generate("Another CA", validity()).unwrap();
-    let mut m = postal_master(&ca);
-    let new = init_psd(&mut m, DEVICE).unwrap();
-    let other = init_psd(&mut m, [b'P', b'V', 0, 0, 0, 1]).unwrap();
-    let cases = [
-        (
-            certify(&other_ca, &new, DEVICE, 1),
-            "the certificate does not chain to the postal CA or is not valid today",
-        ),
-        (
-            certify(&ca, &new, [b'P', b'V', 0, 0, 0, 2], 1),
-            "the certificate names another device id",
-        ),
-        (
-            certify(&ca, &other, DEVICE, 1),
-            "the certificate is for another key than this PSD's",
-        ),
-        (
-            b"not a certificate".to_vec(),
-            "the PSD certificate is unreadable",
-        ),
+    // Password reset: Leased → PasswordReset → Leased with new secrets.
+    v.begin_password_reset(d).unwrap();
+    assert_eq!(v.state(d), PsdState::PasswordReset);
+    let err = v.print(d, Money::from_tenths(100)).unwrap_err();
+    assert_eq!(err, Error::PsdCheck(PsdCheck::State));
+    v.complete_password_reset(d, [7; 32]).unwrap();
+    assert_eq!(v.state(d), PsdState::Leased);
+    let after_reset = v.print(d, Money::from_tenths(100)).unwrap();
+    verify_with_certificate(&v, d, &after_reset);
+
+    // Refund: an indicium for the whole DR, then Withdrawn.
+    let refund = v.refund(d).unwrap();
+    assert_eq!(refund.data().kind(), IndiciumKind::Refund);
+    assert_eq!(refund.data().postage, Money::from_tenths(99_070));
+    assert_eq!(refund.data().descending_register, Money::ZERO);
+    assert_eq!(
+        refund.data().ascending_register,
+        Money::from_tenths(100_000)
+    );
+    verify_with_certificate(&v, d, &refund);
+    assert_eq!(v.state(d), PsdState::Withdrawn);
+
+    // Nothing runs on a Withdrawn package.
+    let errors = [
+        v.print(d, Money::from_tenths(100)).unwrap_err(),
+        v.download(d, Money::from_tenths(100)).unwrap_err(),
+        v.refund(d).unwrap_err(),
+        v.begin_password_reset(d).unwrap_err(),
     ];
-    for (cert, what) in cases {
-        let err = refused(&mut m, |h| authorize(h, &new.package, &cert));
-        assert_eq!(err, Error::Psd { what });
-    }
-}
-
-#[test]
-fn altered_or_foreign_packages_are_refused() {
-    let ca = PostalCa::generate("Postal CA", validity()).unwrap();
-    let mut m = postal_master(&ca);
-    let new = init_psd(&mut m, DEVICE).unwrap();
-    let cert = certify(&ca, &new, DEVICE, 3);
-    // Any flipped byte of the body or the MAC.
-    let mut tried = 0;
-    for i in (0..new.package.body.len()).step_by(7).chain([0]) {
-        let mut p = new.package.clone();
-        p.body[i] ^= 0x01;
-        assert!(refused_any(&mut m, &p, &cert), "body byte {i}");
-        tried += 1;
-    }
-    let mut p = new.package.clone();
-    p.mac[31] ^= 0x80;
-    assert_eq!(
-        refused(&mut m, |h| authorize(h, &p, &cert)),
-        Error::Psd {
-            what: "the package MAC does not verify (altered or not this vault's)"
-        }
-    );
-    assert!(tried > 10);
-    // A package from another vault (another MKS) does not open here.
-    let mut stranger = postal_master(&ca);
-    let foreign = init_psd(&mut stranger, DEVICE).unwrap();
-    let err = refused(&mut m, |h| authorize(h, &foreign.package, &cert));
-    assert!(matches!(err, Error::Token { .. }), "{err:?}");
-}
-
-fn refused_any(m: &mut Hsm<MemNvm>, p: &PsdPackage, cert: &[u8]) -> bool {
-    let before = m.snapshot();
-    let failed = authorize(m, p, cert).is_err();
-    failed && m.snapshot() == before
-}
-
-#[test]
-fn psd_commands_need_the_crypto_card_and_operational_state() {
-    let mut m = new_master();
-    let err = refused(&mut m, |h| init_psd(h, DEVICE));
-    assert_eq!(
-        err,
-        Error::Psd {
-            what: "the crypto-card is not initialized; the security officer loads it first"
-        }
-    );
-    let err = refused(&mut m, |h| init_psd(h, [b'p', b'v', 0, 0, 0, 1]));
     assert!(
-        matches!(err, Error::Psd { .. } | Error::InvalidArgument { .. }),
-        "{err:?}"
+        errors
+            .iter()
+            .all(|e| *e == Error::PsdCheck(PsdCheck::State)),
+        "{errors:?}"
     );
-    let mut fresh = Hsm::initialized();
-    let err = refused(&mut fresh, |h| init_psd(h, DEVICE));
-    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+
+    // The audit log verifies and names each transaction with its registers.
+    postvault_module::audit::verify_log(&v.hsm.log(), None).unwrap();
+    let txs: Vec<Transaction> = v
+        .hsm
+        .entries()
+        .iter()
+        .filter_map(|e| match e.decode_body().unwrap().data {
+            AuditData::Psd(b) => Some(b.transaction),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        txs,
+        [
+            Transaction::Initialize,
+            Transaction::Authorize,
+            Transaction::Configure,
+            Transaction::AuthorizeCustomer,
+            Transaction::Download,
+            Transaction::Indicium,
+            Transaction::Correction,
+            Transaction::Redate,
+            Transaction::BeginPasswordReset,
+            Transaction::CompletePasswordReset,
+            Transaction::Indicium,
+            Transaction::Refund,
+        ]
+    );
 }

@@ -114,6 +114,8 @@ fn fields_json(d: &IndiciumData) -> serde_json::Value {
         "software_id": d.software_id,
         "descending_register": money(d.descending_register),
         "rate_category": d.rate_category,
+        "kind": d.kind().name(),
+        "mail_class": d.mail_class(),
         "mail_piece_id": d.mail_piece_id,
         "destination_zip": d.destination_zip.map(|z| z.to_string()),
         "vendor_token_hex": hex::encode(d.vendor_token),

@@ -36,6 +36,8 @@ pub enum Slot {
     Import,
     /// The crypto-card: postal settings and shared keys.
     CryptoCard,
+    /// The last checkpoint records and the inhibit flag.
+    Checkpoints,
     /// Written by a clean shutdown (the current state to resume in), removed at
     /// the first command after power-on: its absence at power-on means a crash.
     Power,
@@ -43,7 +45,7 @@ pub enum Slot {
 
 impl Slot {
     /// Every slot.
-    pub const ALL: [Slot; 10] = [
+    pub const ALL: [Slot; 11] = [
         Slot::State,
         Slot::Identity,
         Slot::AuditHead,
@@ -53,6 +55,7 @@ impl Slot {
         Slot::Export,
         Slot::Import,
         Slot::CryptoCard,
+        Slot::Checkpoints,
         Slot::Power,
     ];
 
@@ -69,6 +72,7 @@ impl Slot {
             Slot::Export => "export",
             Slot::Import => "import",
             Slot::CryptoCard => "crypto-card",
+            Slot::Checkpoints => "checkpoints",
             Slot::Power => "power",
         }
     }

@@ -10,6 +10,8 @@
     missing_docs
 )]
 
+pub mod postal;
+
 use postvault_module::account::NewAccount;
 use postvault_module::audit::{AuditData, AuditEntry, EntryBody};
 use postvault_module::codec;
