@@ -545,14 +545,75 @@ impl PostalCa {
     }
 }
 
-/// The PSD certificate profile (see [`PostalCa::issue_psd_certificate`]).
-fn psd_params(
-    psd_key: &PublicKey,
-    device_id: DeviceId,
-    serial: u32,
-    validity: Validity,
-) -> Result<CertificateParams> {
+/// A PKCS#10 certificate signing request for a PSD's key, made inside the
+/// module that holds the key: subject `CN=PSD <device id>,
+/// serialNumber=<device id>` (the PSD certificate's), signed by the key itself
+/// as proof of possession.
+///
+/// # Errors
+/// [`Error::CertificateEncoding`] if encoding or signing fails.
+pub fn psd_certificate_request(key: &SigningKey, device_id: DeviceId) -> Result<Vec<u8>> {
     let mut params = CertificateParams::default();
+    params.distinguished_name = psd_subject(device_id)?;
+    let signer = FacadeSigner {
+        key,
+        public: key.public_key(),
+    };
+    let csr = params.serialize_request(&signer).map_err(encoding)?;
+    Ok(csr.der().to_vec())
+}
+
+impl PostalCa {
+    /// Issues a PSD certificate from a request made by
+    /// [`psd_certificate_request`]: the request's signature must verify with
+    /// its key (proof of possession), the key must be P-256, and the device id
+    /// is the request's subject serialNumber.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed or wrongly signed request, or
+    /// one without a device id; otherwise as [`PostalCa::issue_psd_certificate`].
+    pub fn issue_from_request(
+        &self,
+        request_der: &[u8],
+        serial: u32,
+        validity: Validity,
+    ) -> Result<PsdCertificate> {
+        fn bad<E>(what: &'static str) -> impl FnOnce(E) -> Error {
+            move |_| Error::InvalidArgument { what }
+        }
+        let der = rustls_pki_types::CertificateSigningRequestDer::from(request_der);
+        let request = rcgen::CertificateSigningRequestParams::from_der(&der).map_err(bad(
+            "the certificate request is malformed or its signature does not verify",
+        ))?;
+        if request.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(Error::InvalidArgument {
+                what: "the certificate request is not for a P-256 key",
+            });
+        }
+        let key = PublicKey::from_bytes(SigAlg::EcdsaP256Sha256, request.public_key.der_bytes())
+            .map_err(bad(
+                "the certificate request's key is not a valid P-256 point",
+            ))?;
+        let device_id = match request
+            .params
+            .distinguished_name
+            .get(&DnType::CustomDnType(DN_SERIAL_NUMBER.to_vec()))
+        {
+            Some(DnValue::PrintableString(s)) => s.as_str().parse::<DeviceId>().map_err(bad(
+                "the certificate request's serialNumber is not a device id",
+            ))?,
+            _ => {
+                return Err(Error::InvalidArgument {
+                    what: "the certificate request names no device id",
+                });
+            }
+        };
+        self.issue_psd_certificate(&key, device_id, serial, validity)
+    }
+}
+
+/// The PSD subject: `CN=PSD <device id>, serialNumber=<device id>`.
+fn psd_subject(device_id: DeviceId) -> Result<DistinguishedName> {
     let id = device_id.to_string();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("PSD {id}"));
@@ -565,7 +626,18 @@ fn psd_params(
         DnType::CustomDnType(DN_SERIAL_NUMBER.to_vec()),
         DnValue::PrintableString(printable),
     );
-    params.distinguished_name = dn;
+    Ok(dn)
+}
+
+/// The PSD certificate profile (see [`PostalCa::issue_psd_certificate`]).
+fn psd_params(
+    psd_key: &PublicKey,
+    device_id: DeviceId,
+    serial: u32,
+    validity: Validity,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = psd_subject(device_id)?;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.custom_extensions = vec![CustomExtension::from_oid_content(

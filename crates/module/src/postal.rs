@@ -332,12 +332,12 @@ pub struct PostalRequest {
 /// What a postal command returns besides the package and checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PostalOutcome {
-    /// Initialize PSD: the public key and a proof of possession for the CA.
+    /// Initialize PSD: the public key and a certificate signing request for the CA.
     Initialized {
         /// Indicium signing public key (algorithm id, bytes).
         public_key: (u8, Vec<u8>),
-        /// Signature over [`psd::possession_message`].
-        possession: Vec<u8>,
+        /// PKCS#10 request (DER) signed by the new key: subject the PSD's device id.
+        certificate_request: Vec<u8>,
     },
     /// Done; nothing for anyone but the database.
     Done,
@@ -476,7 +476,7 @@ pub(crate) fn run(ctx: &Context<'_>, command: PostalCommand) -> Result<Step> {
 
 /// Initialize PSD: keys, zero registers, Raw.
 fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
-    DeviceId::from_bytes(device_id).map_err(|_| Error::InvalidArgument {
+    let id = DeviceId::from_bytes(device_id).map_err(|_| Error::InvalidArgument {
         what: "device id: two letters A-Z and a 32-bit serial",
     })?;
     if ctx.store.last_sequence_of(&device_id).is_some() {
@@ -523,13 +523,16 @@ fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
         last_challenge: postvault_crypto::rand::bytes()?,
         sequence: 0,
     };
-    let possession = signing.sign(&psd::possession_message(&device_id, public.as_bytes()))?;
+    let certificate_request = postvault_indicium::cert::psd_certificate_request(&signing, id)
+        .map_err(|_| Error::Psd {
+            what: "the certificate request could not be made",
+        })?;
     Ok(Step {
         package: PsdPackage::seal_new(&body, ctx.slots)?,
         facts: facts(&body, Transaction::Initialize, Money::ZERO, ctx.now),
         outcome: PostalOutcome::Initialized {
             public_key: (public.alg().id(), public.as_bytes().to_vec()),
-            possession: possession.as_bytes().to_vec(),
+            certificate_request,
         },
     })
 }

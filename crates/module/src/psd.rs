@@ -23,7 +23,6 @@ pub const PASSPHRASE_HISTORY: usize = 5;
 /// Longest customer id.
 pub const MAX_CUSTOMER_ID: usize = 64;
 const MAC_LABEL: &[u8] = b"postvault psd package v1";
-const POSSESSION_LABEL: &[u8] = b"postvault psd key possession v1";
 const SECRETS_INFO: &[u8] = b"postvault customer secrets v1";
 const SECRETS_AAD: &[u8] = b"postvault customer secrets under kek v1";
 const HISTORY_LABEL: &[u8] = b"postvault passphrase history v1";
@@ -189,12 +188,6 @@ impl PsdPackage {
             .map_err(|_| Error::PsdCheck(PsdCheck::PackageMac))?;
         Ok((body, PackageMacValid { _private: () }))
     }
-}
-
-/// The bytes a PSD signs to prove it holds its key.
-#[must_use]
-pub fn possession_message(device_id: &[u8; 6], public_key: &[u8]) -> Vec<u8> {
-    [POSSESSION_LABEL, device_id, public_key].concat()
 }
 
 /// The indicium signing key.

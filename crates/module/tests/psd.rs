@@ -14,7 +14,7 @@ mod common;
 
 use common::postal::*;
 use common::*;
-use postvault_crypto::sig::{PublicKey, SigAlg, Signature};
+use postvault_crypto::sig::{PublicKey, SigAlg};
 use postvault_indicium::{IndiciumKind, Money};
 use postvault_module::Error;
 use postvault_module::PsdCheck;
@@ -22,7 +22,7 @@ use postvault_module::audit::AuditData;
 use postvault_module::checkpoint::Transaction;
 use postvault_module::nvm::Slot;
 use postvault_module::postal::{PostalCommand, PostalOutcome};
-use postvault_module::psd::{PsdPackage, PsdState, possession_message};
+use postvault_module::psd::{PsdPackage, PsdState};
 
 const D: u32 = 12_345;
 
@@ -42,17 +42,24 @@ fn a_meter_from_initialization_to_withdrawal() {
     let reply = v.send(PostalCommand::Initialize { device_id: d }).unwrap();
     let PostalOutcome::Initialized {
         public_key,
-        possession,
+        certificate_request,
     } = &reply.outcome
     else {
         panic!()
     };
+    // The request is signed by the new key (rcgen checks it) and names the device;
+    // the CA's certificate carries exactly the returned key.
+    let cert =
+        v.ca.issue_from_request(certificate_request, 9, validity())
+            .unwrap();
+    assert_eq!(cert.device_id().to_bytes(), d);
     let key = PublicKey::from_bytes(SigAlg::EcdsaP256Sha256, &public_key.1).unwrap();
-    key.verify(
-        &possession_message(&d, &public_key.1),
-        &Signature::from_bytes(SigAlg::EcdsaP256Sha256, possession).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(cert.certificate().public_key(), Some(&key));
+    // A request altered in transit is refused.
+    let mut altered = certificate_request.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(v.ca.issue_from_request(&altered, 9, validity()).is_err());
     let slots = read_slot(&v.hsm.nvm(), Slot::Mks).unwrap();
     let (body, _) = reply.package.open(&slots).unwrap();
     assert_eq!(

@@ -508,7 +508,28 @@ fn status_text(s: &Status) -> String {
             "import:         {got} shares received, {need} needed"
         ));
     }
+    out.push(format!("checkpoint:     {}", checkpoint_text(s)));
     out.join("\n")
+}
+
+/// The newest checkpoint, as the module table must hold it.
+fn checkpoint_text(s: &Status) -> String {
+    let newest = s.checkpoint.as_ref().and_then(|r| r.peek().ok());
+    let text = newest.map_or("none (no PSD transaction yet)".to_owned(), |b| {
+        format!(
+            "#{} {:?} on {} (package transaction {})",
+            b.counter,
+            b.transaction,
+            postvault_indicium::DeviceId::from_bytes(b.device_id)
+                .map_or_else(|_| hex::encode(b.device_id), |d| d.to_string()),
+            b.package_sequence
+        )
+    });
+    if s.inhibited {
+        format!("{text}; PSD WORK INHIBITED until the security officer recovers the checkpoint")
+    } else {
+        text
+    }
 }
 
 fn status_json(s: &Status) -> serde_json::Value {
@@ -530,6 +551,11 @@ fn status_json(s: &Status) -> serde_json::Value {
         "accounts": s.accounts,
         "export_progress": s.export_progress,
         "import_progress": s.import_progress,
+        "checkpoint": s.checkpoint.as_ref().map(|r| serde_json::json!({
+            "body": hex::encode(&r.body),
+            "mac": hex::encode(r.mac),
+        })),
+        "psd_inhibited": s.inhibited,
     })
 }
 

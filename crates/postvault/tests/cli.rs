@@ -379,3 +379,18 @@ fn operators_talk_only_to_the_module_their_audit_log_names() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("authentication failed"), "{}", text(&o));
 }
+
+#[test]
+fn bench_runs_postal_work_on_a_file_backed_module() {
+    let o = postvault(&["bench", "--iterations", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for row in ["postage value download", "create indicium"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?} in\n{out}"));
+        // The count column says each operation ran.
+        assert!(line.split_whitespace().any(|w| w == "3"), "{line}");
+    }
+}

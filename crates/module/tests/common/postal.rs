@@ -169,15 +169,17 @@ impl Vault {
         let reply = self
             .send(PostalCommand::Initialize { device_id: d })
             .unwrap();
-        let PostalOutcome::Initialized { public_key, .. } = &reply.outcome else {
+        let PostalOutcome::Initialized {
+            certificate_request,
+            ..
+        } = &reply.outcome
+        else {
             panic!("{:?}", reply.outcome)
         };
-        let key =
-            PublicKey::from_bytes(SigAlg::from_id(public_key.0).unwrap(), &public_key.1).unwrap();
         let serial = DeviceId::from_bytes(d).unwrap().serial();
         let cert = self
             .ca
-            .issue_psd_certificate(&key, DeviceId::from_bytes(d).unwrap(), serial, validity())
+            .issue_from_request(certificate_request, serial, validity())
             .unwrap()
             .certificate()
             .der()
