@@ -260,6 +260,8 @@ pub enum PsdCheck {
     Redate = 23,
     /// The crypto-card is not loaded.
     NoCryptoCard = 24,
+    /// The PSD's certificate (and so its key) has expired; the meter needs a new key.
+    KeyExpired = 25,
 }
 
 impl core::fmt::Display for PsdCheck {
@@ -290,6 +292,7 @@ impl core::fmt::Display for PsdCheck {
             PsdCheck::RegisterOverflow => "a register or total would overflow",
             PsdCheck::Redate => "a redate may change only the date of this meter's own indicium",
             PsdCheck::NoCryptoCard => "the crypto-card is not initialized; the security officer loads it first",
+            PsdCheck::KeyExpired => "the meter's certificate has expired; its indicia would not verify",
         })
     }
 }

@@ -224,11 +224,12 @@ impl<N: Nvm> Module<N> {
             Outer::AutoRecoverCheckpoint { checkpoint } => {
                 let command = Command::AutoRecoverCheckpoint;
                 let proof = self.guard(command, false, audit)?;
+                let was_inhibited = self.checkpoints().is_ok_and(|s| s.inhibited);
                 let result = self.auto_recover(&proof, &checkpoint, audit);
                 if let Err(Error::PsdCheck(PsdCheck::Inhibited)) = &result
-                    && self.checkpoints().is_ok_and(|s| s.inhibited)
+                    && !was_inhibited
                 {
-                    // Already audited (signed) where the module was inhibited.
+                    // Audited (signed, with the record) where the module was inhibited.
                     return result.map(|(discarded, _)| OuterReply::Recovered { discarded });
                 }
                 self.finish(command, result, audit)

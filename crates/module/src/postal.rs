@@ -380,11 +380,12 @@ pub(crate) struct Step {
 
 impl Context<'_> {
     /// Step 1 of every command on an existing package: its MAC, then that it is
-    /// not older than the module's own last transaction on this meter.
+    /// not older than the module's own last transaction on this meter. (Newer
+    /// is fine: other modules of the pool may have moved the meter on since.)
     fn open(&self, package: &PsdPackage) -> Result<(PsdBody, PackageMacValid)> {
         let (body, proof) = package.open(self.slots)?;
         if let Some(seq) = self.store.last_sequence_of(&body.device_id)
-            && seq != body.sequence
+            && seq > body.sequence
         {
             return refuse(PsdCheck::PackageStale);
         }
@@ -818,8 +819,15 @@ fn sign_indicium(
 fn customer(ctx: &Context<'_>, package: &PsdPackage, request: &CustomerRequest) -> Result<Step> {
     // 1. The package MAC (and that the package is the newest this module knows).
     let (body, proof) = ctx.open(package)?;
-    // 2. The state.
+    // 2. The state (and, ours, that the key's certificate is still valid:
+    //    an indicium signed after it expires would not verify).
     check_state(&body, &[PsdState::Leased])?;
+    if body
+        .key_expiry
+        .is_none_or(|t| i64::try_from(ctx.now).unwrap_or(i64::MAX) > t)
+    {
+        return refuse(PsdCheck::KeyExpired);
+    }
     let req = &request.body;
     // 3. The meter number.
     check_meter(&body, &req.device_id)?;

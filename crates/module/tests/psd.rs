@@ -189,3 +189,34 @@ fn a_meter_from_initialization_to_withdrawal() {
         ]
     );
 }
+
+#[test]
+fn an_expired_certificate_stops_printing_but_not_the_refund() {
+    let mut v = Vault::new();
+    let d = device(D);
+    v.leased_meter(d);
+    v.download(d, Money::from_tenths(5_000)).unwrap();
+    v.print(d, Money::from_tenths(500)).unwrap();
+    let expiry = v.body(d).key_expiry.unwrap();
+    // Past the certificate's end (2027-12-31).
+    v.hsm.clock.advance(u64::try_from(expiry).unwrap() - T0 + 1);
+    let package = v.package(d);
+    let request = v.request(
+        d,
+        postvault_module::postal::CustomerAction::Indicium(indicium_order(Money::from_tenths(500))),
+    );
+    let checkpoint = v.checkpoint.clone();
+    let err = refused(&mut v.hsm, |h| {
+        h.host.call(postvault_module::wire::Outer::Postal(Box::new(
+            postvault_module::postal::PostalRequest {
+                checkpoint,
+                command: PostalCommand::Customer { package, request },
+            },
+        )))
+    });
+    assert_eq!(err, Error::PsdCheck(PsdCheck::KeyExpired));
+    // The provider can still take the meter out of service and refund the DR.
+    let refund = v.refund(d).unwrap();
+    assert_eq!(refund.data().postage, Money::from_tenths(4_500));
+    assert_eq!(v.state(d), PsdState::Withdrawn);
+}

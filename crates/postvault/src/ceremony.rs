@@ -305,7 +305,13 @@ fn op(accounts: &[AccountSpec], user: &str) -> Result<Operator, CliError> {
 }
 
 /// Names of what [`demo`] creates inside its directory.
-const DEMO_ENTRIES: [&str; 4] = ["master", "clone", "ceremony", "demo-credentials.json"];
+const DEMO_ENTRIES: [&str; 5] = [
+    "master",
+    "clone",
+    "ceremony",
+    "postal",
+    "demo-credentials.json",
+];
 
 /// Removes an earlier demo's modules and files from `dir` (and nothing else).
 ///
@@ -335,6 +341,8 @@ pub struct DemoResult {
     pub clone: PathBuf,
     /// Key check value of the final cross-check token.
     pub kcv: String,
+    /// The verified indicium image the postal part printed.
+    pub indicium: PathBuf,
 }
 
 /// The whole ceremony: master and clone initialised, MKS generated and cloned by
@@ -493,10 +501,12 @@ pub fn demo(
     say(&format!(
         "tokens: after rollover each module opens the other's translated token (kcv {kcv_m}, {kcv_c})"
     ));
+    let indicium = crate::postal::demo(&master, &clone, &so, &dir.join("postal"), say)?;
     Ok(DemoResult {
         master,
         clone,
         kcv: kcv_m,
+        indicium,
     })
 }
 

@@ -6,6 +6,7 @@
 mod bench;
 mod ceremony;
 mod error;
+mod postal;
 mod vault;
 mod verify;
 
@@ -451,6 +452,12 @@ fn ceremony(cmd: CeremonyCmd) -> Result<(), CliError> {
             println!(
                 "ceremony complete: master and clone share one master key set (token kcv {})",
                 r.kcv
+            );
+            println!(
+                "check the printed indicium yourself: postvault verify --image {} --ca {} --cert {}",
+                r.indicium.display(),
+                r.indicium.with_file_name("ca.pem").display(),
+                r.indicium.with_file_name("psd.pem").display()
             );
         }
     }

@@ -124,6 +124,27 @@ fn demo_leaves_two_modules_sharing_an_mks_with_verifying_logs() {
         text(&o)
     );
 
+    // The postal part printed an indicium that a clerk's verify accepts, and
+    // each module reports its newest checkpoint for the module table.
+    let postal = d.join("postal");
+    let o = postvault(&[
+        "verify",
+        "--image",
+        postal.join("indicium.png").to_str().unwrap(),
+        "--ca",
+        postal.join("ca.pem").to_str().unwrap(),
+        "--cert",
+        postal.join("psd.pem").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["fields"]["kind"], "postage", "{report}");
+    for s in [&sm, &sc] {
+        assert!(s["checkpoint"]["mac"].is_string(), "{s}");
+        assert_eq!(s["psd_inhibited"], false);
+    }
+
     // A second demo into the same directory is refused unless --replace is given.
     let o = postvault(&["ceremony", "demo", "--dir", d.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
