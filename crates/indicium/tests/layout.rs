@@ -235,3 +235,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_kind_is_the_top_two_bits_of_the_rate_category() {
+    use postvault_indicium::IndiciumKind;
+    for (kind, bits) in [
+        (IndiciumKind::Postage, 0x0000),
+        (IndiciumKind::Correction, 0x4000),
+        (IndiciumKind::Refund, 0x8000),
+        (IndiciumKind::Redate, 0xC000),
+    ] {
+        let category = kind.rate_category(0x1234).unwrap();
+        assert_eq!(category, bits | 0x1234);
+        let data = IndiciumData {
+            rate_category: category,
+            ..common::sample_data()
+        };
+        assert_eq!((data.kind(), data.mail_class()), (kind, 0x1234));
+    }
+    assert!(IndiciumKind::Postage.rate_category(0x4000).is_err());
+}
