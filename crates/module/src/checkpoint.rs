@@ -74,6 +74,8 @@ pub struct CheckpointBody {
     pub device_id: [u8; 6],
     /// The package's transaction count after this transaction.
     pub package_sequence: u64,
+    /// The MAC of the package after this transaction: names it exactly.
+    pub package_mac: [u8; 32],
     /// What happened.
     pub transaction: Transaction,
     /// The amount it moved (zero for transactions that move none).
@@ -167,14 +169,15 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The package sequence the module last saw for a meter, if any kept record names it.
+    /// The package (transaction count, MAC) the module last produced for a
+    /// meter, if any kept record names it.
     #[must_use]
-    pub fn last_sequence_of(&self, device_id: &[u8; 6]) -> Option<u64> {
+    pub fn last_package_of(&self, device_id: &[u8; 6]) -> Option<(u64, [u8; 32])> {
         self.records
             .iter()
             .filter_map(|r| r.peek().ok())
             .find(|b| &b.device_id == device_id)
-            .map(|b| b.package_sequence)
+            .map(|b| (b.package_sequence, b.package_mac))
     }
 
     /// The body of the next record after a transaction.
@@ -208,6 +211,7 @@ impl CheckpointStore {
             counter: counter.saturating_add(1),
             device_id: tx.device_id,
             package_sequence: tx.package_sequence,
+            package_mac: tx.package_mac,
             transaction: tx.transaction,
             amount: tx.amount,
             ar: tx.ar,
@@ -261,6 +265,8 @@ pub struct TransactionFacts {
     pub device_id: [u8; 6],
     /// Package sequence after.
     pub package_sequence: u64,
+    /// Package MAC after.
+    pub package_mac: [u8; 32],
     /// Type.
     pub transaction: Transaction,
     /// Amount moved.

@@ -1283,10 +1283,11 @@ impl<N: Nvm> Module<N> {
         match store.recover_to(record) {
             Some((kept, discarded)) => {
                 self.write(Slot::Checkpoints, &kept)?;
+                // Signed, like every entry of a module-level command.
                 for d in &discarded {
                     let data = AuditData::Discarded(Box::new(d.peek()?));
                     let entry =
-                        self.record(Some(Command::AutoRecoverCheckpoint), REASON_OK, data, false)?;
+                        self.record(Some(Command::AutoRecoverCheckpoint), REASON_OK, data, true)?;
                     audit.push(entry);
                 }
                 Ok((

@@ -380,12 +380,13 @@ pub(crate) struct Step {
 
 impl Context<'_> {
     /// Step 1 of every command on an existing package: its MAC, then that it is
-    /// not older than the module's own last transaction on this meter. (Newer
-    /// is fine: other modules of the pool may have moved the meter on since.)
+    /// not older than the package this module last produced for the meter, nor
+    /// a different package at the same transaction count (a fork). Newer is
+    /// fine: other modules of the pool may have moved the meter on since.
     fn open(&self, package: &PsdPackage) -> Result<(PsdBody, PackageMacValid)> {
         let (body, proof) = package.open(self.slots)?;
-        if let Some(seq) = self.store.last_sequence_of(&body.device_id)
-            && seq > body.sequence
+        if let Some((seq, mac)) = self.store.last_package_of(&body.device_id)
+            && (seq > body.sequence || (seq == body.sequence && mac != package.mac))
         {
             return refuse(PsdCheck::PackageStale);
         }
@@ -408,18 +409,26 @@ impl Context<'_> {
         amount: Money,
         outcome: PostalOutcome,
     ) -> Result<Step> {
+        let package = PsdPackage::seal(&next, self.slots, proof)?;
         Ok(Step {
-            package: PsdPackage::seal(&next, self.slots, proof)?,
-            facts: facts(&next, transaction, amount, self.now),
+            facts: facts(&next, &package, transaction, amount, self.now),
+            package,
             outcome,
         })
     }
 }
 
-fn facts(body: &PsdBody, transaction: Transaction, amount: Money, now: u64) -> TransactionFacts {
+fn facts(
+    body: &PsdBody,
+    package: &PsdPackage,
+    transaction: Transaction,
+    amount: Money,
+    now: u64,
+) -> TransactionFacts {
     TransactionFacts {
         device_id: body.device_id,
         package_sequence: body.sequence,
+        package_mac: package.mac,
         transaction,
         amount,
         ar: body.ar,
@@ -480,7 +489,7 @@ fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
     let id = DeviceId::from_bytes(device_id).map_err(|_| Error::InvalidArgument {
         what: "device id: two letters A-Z and a 32-bit serial",
     })?;
-    if ctx.store.last_sequence_of(&device_id).is_some() {
+    if ctx.store.last_package_of(&device_id).is_some() {
         return Err(Error::InvalidArgument {
             what: "this module made a package for that device id recently",
         });
@@ -528,9 +537,16 @@ fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
         .map_err(|_| Error::Psd {
             what: "the certificate request could not be made",
         })?;
+    let package = PsdPackage::seal_new(&body, ctx.slots)?;
     Ok(Step {
-        package: PsdPackage::seal_new(&body, ctx.slots)?,
-        facts: facts(&body, Transaction::Initialize, Money::ZERO, ctx.now),
+        facts: facts(
+            &body,
+            &package,
+            Transaction::Initialize,
+            Money::ZERO,
+            ctx.now,
+        ),
+        package,
         outcome: PostalOutcome::Initialized {
             public_key: (public.alg().id(), public.as_bytes().to_vec()),
             certificate_request,
