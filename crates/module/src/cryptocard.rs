@@ -46,10 +46,11 @@ impl CardSettings {
     pub fn check(&self) -> Result<()> {
         if self.min_value > self.max_value
             || self.max_value > self.dr_ceiling
+            || self.dr_ceiling > self.ar_ceiling
             || self.min_value == Money::ZERO
         {
             return Err(Error::InvalidArgument {
-                what: "limits: need 0 < minimum value <= maximum value <= DR ceiling",
+                what: "limits: need 0 < minimum value <= maximum value <= DR ceiling <= AR ceiling",
             });
         }
         // A refund indicium carries the whole DR as its postage value.

@@ -393,6 +393,15 @@ impl Context<'_> {
         Ok((body, proof))
     }
 
+    /// The meter's certificate is still valid now.
+    fn check_key_valid(&self, body: &PsdBody) -> Result<()> {
+        let now = i64::try_from(self.now).unwrap_or(i64::MAX);
+        if body.key_expiry.is_none_or(|t| now > t) {
+            return refuse(PsdCheck::KeyExpired);
+        }
+        Ok(())
+    }
+
     fn today(&self) -> Result<Date> {
         Date::from_unix_seconds(i64::try_from(self.now).unwrap_or(i64::MAX)).map_err(|_| {
             Error::InvalidArgument {
@@ -712,6 +721,8 @@ fn provider(ctx: &Context<'_>, package: &PsdPackage, signed: &SignedOrder) -> Re
                     what: "a download adds a positive amount",
                 });
             }
+            // Ours: value loaded into a meter whose key has expired could only be refunded.
+            ctx.check_key_valid(&body)?;
             let total = add(body.ar, body.dr)?;
             if *control_total != total {
                 return refuse(PsdCheck::ControlTotal);
@@ -838,12 +849,7 @@ fn customer(ctx: &Context<'_>, package: &PsdPackage, request: &CustomerRequest) 
     // 2. The state (and, ours, that the key's certificate is still valid:
     //    an indicium signed after it expires would not verify).
     check_state(&body, &[PsdState::Leased])?;
-    if body
-        .key_expiry
-        .is_none_or(|t| i64::try_from(ctx.now).unwrap_or(i64::MAX) > t)
-    {
-        return refuse(PsdCheck::KeyExpired);
-    }
+    ctx.check_key_valid(&body)?;
     let req = &request.body;
     // 3. The meter number.
     check_meter(&body, &req.device_id)?;
@@ -939,9 +945,15 @@ fn redate(ctx: &Context<'_>, body: &PsdBody, original: &[u8], date: Date) -> Res
     let key = psd::signing_key(body, ctx.slots)?;
     original.verify_signature(&key.public_key()).map_err(bad)?;
     let data = redated(original.data(), date).map_err(|_| Error::PsdCheck(PsdCheck::Redate))?;
+    // The new date must verify: not before the original's, not after the key's expiry.
+    let expiry = body
+        .key_expiry
+        .and_then(|t| Date::from_unix_seconds(t).ok())
+        .ok_or(Error::PsdCheck(PsdCheck::KeyExpired))?;
     if data.device_id.to_bytes() != body.device_id
         || original.data().kind() == IndiciumKind::Refund
         || date < original.data().date
+        || date > expiry
     {
         return refuse(PsdCheck::Redate);
     }

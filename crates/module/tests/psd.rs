@@ -15,7 +15,7 @@ mod common;
 use common::postal::*;
 use common::*;
 use postvault_crypto::sig::{PublicKey, SigAlg};
-use postvault_indicium::{IndiciumKind, Money};
+use postvault_indicium::{Date, IndiciumKind, Money};
 use postvault_module::Error;
 use postvault_module::PsdCheck;
 use postvault_module::audit::AuditData;
@@ -196,8 +196,23 @@ fn an_expired_certificate_stops_printing_but_not_the_refund() {
     let d = device(D);
     v.leased_meter(d);
     v.download(d, Money::from_tenths(5_000)).unwrap();
-    v.print(d, Money::from_tenths(500)).unwrap();
+    let first = v.print(d, Money::from_tenths(500)).unwrap();
     let expiry = v.body(d).key_expiry.unwrap();
+    // A redate may not move the date past the certificate's end: it would not verify.
+    let last_day = Date::from_unix_seconds(expiry).unwrap();
+    let late = v.request(
+        d,
+        postvault_module::postal::CustomerAction::Redate {
+            original: first.to_bytes(),
+            date: last_day.checked_add_days(1).unwrap().days(),
+        },
+    );
+    assert_eq!(
+        v.customer(d, late).unwrap_err(),
+        Error::PsdCheck(PsdCheck::Redate)
+    );
+    let redated = v.redate(d, &first, last_day).unwrap();
+    verify_with_certificate(&v, d, &redated);
     // Past the certificate's end (2027-12-31).
     v.hsm.clock.advance(u64::try_from(expiry).unwrap() - T0 + 1);
     let package = v.package(d);
@@ -214,6 +229,9 @@ fn an_expired_certificate_stops_printing_but_not_the_refund() {
             },
         )))
     });
+    assert_eq!(err, Error::PsdCheck(PsdCheck::KeyExpired));
+    // No more value goes into it either: it could only be refunded.
+    let err = v.download(d, Money::from_tenths(100)).unwrap_err();
     assert_eq!(err, Error::PsdCheck(PsdCheck::KeyExpired));
     // The provider can still take the meter out of service and refund the DR.
     let refund = v.refund(d).unwrap();

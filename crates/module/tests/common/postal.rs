@@ -92,17 +92,38 @@ impl Vault {
     pub fn new() -> Self {
         let ca = PostalCa::generate("Test Postal CA", validity()).unwrap();
         let provider = SigningKey::generate(SigAlg::EcdsaP256Sha256).unwrap();
-        let mut hsm = new_master();
-        let pk = provider.public_key();
+        let hsm = new_master();
+        let mut v = Self {
+            hsm,
+            ca,
+            provider,
+            card: CardPublic {
+                registration_signing: (0, Vec::new()),
+                registration_hpke: [0; 32],
+            },
+            packages: BTreeMap::new(),
+            checkpoint: None,
+            clients: BTreeMap::new(),
+            certificates: BTreeMap::new(),
+        };
+        v.load_card(DR_CEILING, AR_CEILING);
+        v
+    }
+
+    /// (Re)loads the crypto-card as the security officer, trusting this vault's
+    /// CA and provider, with these ceilings (a reload makes new card keys).
+    pub fn load_card(&mut self, dr_ceiling: Money, ar_ceiling: Money) {
+        let pk = self.provider.public_key();
         let settings = CardSettings {
             provider_key: (pk.alg().id(), pk.as_bytes().to_vec()),
-            ca_certificate: ca.certificate().der().to_vec(),
+            ca_certificate: self.ca.certificate().der().to_vec(),
             min_value: MIN_VALUE,
             max_value: MAX_VALUE,
-            dr_ceiling: DR_CEILING,
-            ar_ceiling: AR_CEILING,
+            dr_ceiling,
+            ar_ceiling,
         };
-        let card = match hsm
+        self.card = match self
+            .hsm
             .as_user(
                 "so",
                 Request::InitializeCryptoCard {
@@ -115,16 +136,6 @@ impl Vault {
             Response::CryptoCard { public, .. } => public,
             r => panic!("{r:?}"),
         };
-        Self {
-            hsm,
-            ca,
-            provider,
-            card,
-            packages: BTreeMap::new(),
-            checkpoint: None,
-            clients: BTreeMap::new(),
-            certificates: BTreeMap::new(),
-        }
     }
 
     /// Sends a postal command with the database's checkpoint; on success the
