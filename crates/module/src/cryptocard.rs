@@ -189,6 +189,26 @@ impl CryptoCard {
         })
     }
 
+    /// Whether two cards hold the same shared keys (constant time).
+    #[must_use]
+    pub fn same_keys(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = [
+            self.registration_signing.as_slice(),
+            &self.registration_hpke[..],
+            &self.checkpoint_mac[..],
+        ]
+        .concat();
+        let b = [
+            other.registration_signing.as_slice(),
+            &other.registration_hpke[..],
+            &other.checkpoint_mac[..],
+        ]
+        .concat();
+        let (a, b) = (Zeroizing::new(a), Zeroizing::new(b));
+        bool::from(a.ct_eq(&b))
+    }
+
     /// The registration signing key.
     ///
     /// # Errors

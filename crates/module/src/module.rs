@@ -1034,6 +1034,16 @@ impl<N: Nvm> Module<N> {
                     None => CryptoCard::generate(settings)?,
                     Some(t) => CryptoCard::load(settings, &t, &slots)?,
                 };
+                // Settings may change; the shared keys may not while a card is
+                // loaded: customers hold the registration keys and the module
+                // table's records are MAC'd with the checkpoint key.
+                if let Some(loaded) = self.read::<CryptoCard>(Slot::CryptoCard)?
+                    && !loaded.same_keys(&card)
+                {
+                    return Err(Error::InvalidArgument {
+                        what: "the crypto-card is loaded: its keys cannot change (load it with its own tokens to change settings; Reset the module to replace the keys)",
+                    });
+                }
                 let tokens = card.tokens(&slots)?;
                 let public = card.public()?;
                 self.write(Slot::CryptoCard, &card)?;

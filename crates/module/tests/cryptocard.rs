@@ -152,3 +152,45 @@ fn bad_settings_and_wrong_roles_are_refused() {
         }
     );
 }
+
+#[test]
+fn a_loaded_card_changes_settings_but_never_its_keys() {
+    let (mut master, mut clone) = master_and_clone();
+    let s = settings();
+    let Response::CryptoCard { tokens, public } = init(&mut master, s.clone(), None).unwrap()
+    else {
+        panic!()
+    };
+    // New keys over a loaded card: refused, nothing changed.
+    logged_on_so(&mut master);
+    let err = refused(&mut master, |h| {
+        h.send(Request::InitializeCryptoCard {
+            settings: s.clone(),
+            tokens: None,
+        })
+    });
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    master.logoff();
+    // Another module's card keys over a loaded card: refused too.
+    init(&mut clone, s.clone(), None).unwrap();
+    logged_on_so(&mut clone);
+    let err = refused(&mut clone, |h| {
+        h.send(Request::InitializeCryptoCard {
+            settings: s.clone(),
+            tokens: Some(tokens.clone()),
+        })
+    });
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    clone.logoff();
+    // The card's own tokens with new limits: accepted, same public keys.
+    let changed = CardSettings {
+        max_value: Money::from_tenths(200_000),
+        ..s
+    };
+    let Response::CryptoCard { public: again, .. } =
+        init(&mut master, changed, Some(tokens)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(again, public);
+}

@@ -894,7 +894,7 @@ fn download_dr_ceiling() {
     ordered(&mut v, refill, POSTAGE, DR_LIMIT);
 }
 
-/// Reloads the vault's crypto-card (same provider key and CA, new card keys)
+/// Reloads the vault's crypto-card (same provider key, CA and card keys)
 /// with other register ceilings.
 fn reload_card(v: &mut Vault, dr_ceiling: Money, ar_ceiling: Money) {
     v.load_card(dr_ceiling, ar_ceiling);

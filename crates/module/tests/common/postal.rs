@@ -12,7 +12,7 @@ use postvault_indicium::cert::{PostalCa, Validity};
 use postvault_indicium::{Date, DeviceId, Indicium, Money};
 use postvault_module::Result;
 use postvault_module::checkpoint::CheckpointRecord;
-use postvault_module::cryptocard::{CardPublic, CardSettings};
+use postvault_module::cryptocard::{CardPublic, CardSettings, CardTokens};
 use postvault_module::nvm::{MemNvm, Slot};
 use postvault_module::postal::{
     CustomerAction, CustomerReply, CustomerRequest, CustomerRequestBody, IndiciumOrder,
@@ -78,6 +78,8 @@ pub struct Vault {
     pub ca: PostalCa,
     pub provider: SigningKey,
     pub card: CardPublic,
+    /// The crypto-card's shared keys as tokens (for reloading its settings).
+    pub card_tokens: Option<CardTokens>,
     /// The database: each meter's package.
     pub packages: BTreeMap<[u8; 6], PsdPackage>,
     /// The database: the module table's record for the module.
@@ -101,6 +103,7 @@ impl Vault {
                 registration_signing: (0, Vec::new()),
                 registration_hpke: [0; 32],
             },
+            card_tokens: None,
             packages: BTreeMap::new(),
             checkpoint: None,
             clients: BTreeMap::new(),
@@ -111,7 +114,7 @@ impl Vault {
     }
 
     /// (Re)loads the crypto-card as the security officer, trusting this vault's
-    /// CA and provider, with these ceilings (a reload makes new card keys).
+    /// CA and provider, with these ceilings (a reload keeps the card's keys).
     pub fn load_card(&mut self, dr_ceiling: Money, ar_ceiling: Money) {
         let pk = self.provider.public_key();
         let settings = CardSettings {
@@ -128,12 +131,15 @@ impl Vault {
                 "so",
                 Request::InitializeCryptoCard {
                     settings,
-                    tokens: None,
+                    tokens: self.card_tokens.clone(),
                 },
             )
             .unwrap()
         {
-            Response::CryptoCard { public, .. } => public,
+            Response::CryptoCard { public, tokens } => {
+                self.card_tokens = Some(tokens);
+                public
+            }
             r => panic!("{r:?}"),
         };
     }
