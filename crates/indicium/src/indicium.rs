@@ -346,10 +346,24 @@ impl Indicium {
         out
     }
 
-    /// SHA-256 of [`Indicium::to_bytes`]: the key for duplicate detection.
+    /// SHA-256 of [`Indicium::to_bytes`].
     #[must_use]
     pub fn digest(&self) -> [u8; 32] {
         postvault_crypto::hash::sha256(&[&self.signed, self.signature.as_bytes()])
+    }
+
+    /// The key for duplicate detection: SHA-256 over a label, the device id and
+    /// the ascending register. A meter's AR grows with every indicium that
+    /// carries value, so the pair names one paid mail piece; a redated indicium
+    /// keeps its original's pair (only one of them may be mailed), and two
+    /// signatures over the same fields (ECDSA is randomised) are the same piece.
+    #[must_use]
+    pub fn mail_piece_key(&self) -> [u8; 32] {
+        postvault_crypto::hash::sha256(&[
+            b"postvault mail piece v1",
+            &self.data.device_id.to_bytes(),
+            &self.data.ascending_register.tenths().to_be_bytes(),
+        ])
     }
 
     /// Checks the signature with `key`.

@@ -98,7 +98,7 @@ pub struct VerifierInputs<'a> {
     pub policy: Policy,
     /// The meter's status.
     pub status: &'a dyn Fn(&DeviceId) -> MeterStatus,
-    /// Duplicate detection on the SHA-256 of the indicium's bytes.
+    /// Duplicate detection on [`Indicium::mail_piece_key`] (device id and AR).
     pub seen: &'a mut dyn FnMut(&[u8; 32]) -> Seen,
 }
 
@@ -383,7 +383,7 @@ pub fn verify(input: Input<'_>, inputs: &mut VerifierInputs<'_>) -> Report {
     push(&mut report, CheckName::MeterStatus, status);
 
     // Duplicate.
-    let dup = match (inputs.seen)(&indicium.digest()) {
+    let dup = match (inputs.seen)(&indicium.mail_piece_key()) {
         Seen::FirstUse => Outcome::Pass,
         Seen::Duplicate => Outcome::Fail(Error::DuplicateIndicium),
         Seen::Unknown => Outcome::Skipped(SkipReason::NoUsageRecord),

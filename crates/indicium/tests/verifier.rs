@@ -543,9 +543,30 @@ fn meter_status_and_duplicate_callbacks() {
         second.outcome(C::Duplicate),
         Some(&Outcome::Fail(Error::DuplicateIndicium))
     );
-    // The next mail piece is not a duplicate.
+    // The same fields signed again (ECDSA signatures differ each time), or
+    // reissued under another kind and date (a redate), are the same mail piece.
+    let again = Indicium::sign(f.data.clone(), &f.psd_key)
+        .unwrap()
+        .to_bytes();
+    assert_ne!(again, bytes);
+    assert_eq!(
+        verify(Input::Bytes(&again), &mut inputs).failed(),
+        [C::Duplicate]
+    );
+    let mut redate = f.data.clone();
+    redate.rate_category = postvault_indicium::IndiciumKind::Redate
+        .rate_category(f.data.mail_class())
+        .unwrap();
+    let redate = Indicium::sign(redate, &f.psd_key).unwrap().to_bytes();
+    assert_eq!(
+        verify(Input::Bytes(&redate), &mut inputs).failed(),
+        [C::Duplicate]
+    );
+    // The next mail piece (the AR moved on by its postage) is not a duplicate.
     let mut next = f.data.clone();
     next.mail_piece_id += 1;
+    next.ascending_register = next.ascending_register.checked_add(next.postage).unwrap();
+    next.descending_register = next.descending_register.checked_sub(next.postage).unwrap();
     let next = Indicium::sign(next, &f.psd_key).unwrap().to_bytes();
     assert!(verify(Input::Bytes(&next), &mut inputs).valid());
 }

@@ -236,8 +236,8 @@ pub enum PsdCheck {
     InsufficientFunds = 11,
     /// The provider's signature on the order does not verify.
     ProviderSignature = 12,
-    /// The provider order names another transaction count of the package (replayed or stale).
-    OrderSequence = 13,
+    /// The provider order is for another state of the package (replayed, stale, or another package).
+    OrderPackage = 13,
     /// The control total is not AR + DR.
     ControlTotal = 14,
     /// The DR would exceed its ceiling or the meter's DR limit.
@@ -280,7 +280,7 @@ impl core::fmt::Display for PsdCheck {
             PsdCheck::ValueLimits => "the value is outside the indicium value limits",
             PsdCheck::InsufficientFunds => "the descending register holds less than the value",
             PsdCheck::ProviderSignature => "the provider's signature on the order does not verify",
-            PsdCheck::OrderSequence => "the provider order is for another transaction count of the package (replayed or stale)",
+            PsdCheck::OrderPackage => "the provider order is for another state of this package (replayed or stale) or another package",
             PsdCheck::ControlTotal => "the control total is not AR + DR",
             PsdCheck::DrCeiling => "the descending register would exceed its ceiling or the meter's limit",
             PsdCheck::ArCeiling => "the ascending register would exceed its ceiling once this value is spent",

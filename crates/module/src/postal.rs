@@ -77,14 +77,15 @@ pub enum ProviderAction {
     },
 }
 
-/// A provider order: for one meter, at one transaction count of its package.
+/// A provider order: for one meter, and for exactly one state of its package.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderOrder {
     /// The meter number.
     pub device_id: [u8; 6],
-    /// The package's transaction count the order applies to; a replayed order
-    /// finds the package moved on.
-    pub package_sequence: u64,
+    /// The MAC of the package the order applies to. Every transaction changes
+    /// it, so an order runs once; and no other package (a meter initialised
+    /// again under the same device id, a fork after Auto-Recover) has it.
+    pub package_mac: [u8; 32],
     /// What to do.
     pub action: ProviderAction,
 }
@@ -683,8 +684,8 @@ fn provider(ctx: &Context<'_>, package: &PsdPackage, signed: &SignedOrder) -> Re
     };
     check_state(&body, states)?;
     check_meter(&body, &order.device_id)?;
-    if order.package_sequence != body.sequence {
-        return refuse(PsdCheck::OrderSequence);
+    if order.package_mac != package.mac {
+        return refuse(PsdCheck::OrderPackage);
     }
     let settings = &ctx.card.settings;
     match &order.action {
@@ -945,15 +946,21 @@ fn redate(ctx: &Context<'_>, body: &PsdBody, original: &[u8], date: Date) -> Res
     let key = psd::signing_key(body, ctx.slots)?;
     original.verify_signature(&key.public_key()).map_err(bad)?;
     let data = redated(original.data(), date).map_err(|_| Error::PsdCheck(PsdCheck::Redate))?;
-    // The new date must verify: not before the original's, not after the key's expiry.
+    // The new date is the day the piece is actually mailed: today or
+    // tomorrow, not before the original's, and within the key's validity. A
+    // redate carries the original's device id and AR, so verifiers treat the
+    // original and every redate of it as one mail piece (duplicate detection).
     let expiry = body
         .key_expiry
         .and_then(|t| Date::from_unix_seconds(t).ok())
         .ok_or(Error::PsdCheck(PsdCheck::KeyExpired))?;
+    let today = ctx.today()?;
+    let latest = today.checked_add_days(1).unwrap_or(today).min(expiry);
     if data.device_id.to_bytes() != body.device_id
         || original.data().kind() == IndiciumKind::Refund
         || date < original.data().date
-        || date > expiry
+        || date < today
+        || date > latest
     {
         return refuse(PsdCheck::Redate);
     }

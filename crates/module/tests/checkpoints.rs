@@ -175,14 +175,14 @@ fn broken_mac(r: &CheckpointRecord) -> CheckpointRecord {
     bad
 }
 
-/// A provider order for a given transaction count (the database's package may be older).
+/// A provider order for a given package (the database's package may be older).
 fn download_order(v: &Vault, d: [u8; 6], package: &PsdPackage, amount: u64) -> SignedOrder {
     let slots = read_slot(&v.hsm.nvm(), Slot::Mks).unwrap();
     let b = package.open(&slots).unwrap().0;
     SignedOrder::sign(
         ProviderOrder {
             device_id: d,
-            package_sequence: b.sequence,
+            package_mac: package.mac,
             action: ProviderAction::Download {
                 amount: tenths(amount),
                 control_total: b.ar.checked_add(b.dr).unwrap(),

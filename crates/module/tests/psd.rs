@@ -100,7 +100,22 @@ fn a_meter_from_initialization_to_withdrawal() {
     );
     verify_with_certificate(&v, d, &correction);
 
+    // The piece missed its day: two days later it is redated to the day it is mailed.
+    v.hsm.clock.advance(2 * 86_400);
     let later = first.data().date.checked_add_days(2).unwrap();
+    let too_late = later.checked_add_days(2).unwrap();
+    let req = v.request(
+        d,
+        postvault_module::postal::CustomerAction::Redate {
+            original: first.to_bytes(),
+            date: too_late.days(),
+        },
+    );
+    assert_eq!(
+        v.customer(d, req).unwrap_err(),
+        Error::PsdCheck(PsdCheck::Redate),
+        "a redate is for today or tomorrow"
+    );
     let redated = v.redate(d, &first, later).unwrap();
     assert_eq!(redated.data().kind(), IndiciumKind::Redate);
     assert_eq!(redated.data().date, later);
@@ -198,8 +213,11 @@ fn an_expired_certificate_stops_printing_but_not_the_refund() {
     v.download(d, Money::from_tenths(5_000)).unwrap();
     let first = v.print(d, Money::from_tenths(500)).unwrap();
     let expiry = v.body(d).key_expiry.unwrap();
-    // A redate may not move the date past the certificate's end: it would not verify.
+    // On the certificate's last day, a redate may not move the date past its
+    // end (tomorrow): the indicium would not verify.
     let last_day = Date::from_unix_seconds(expiry).unwrap();
+    let noon = u64::try_from(last_day.unix_seconds_at_start()).unwrap() + 12 * 3600;
+    v.hsm.clock.advance(noon - T0);
     let late = v.request(
         d,
         postvault_module::postal::CustomerAction::Redate {
@@ -214,7 +232,9 @@ fn an_expired_certificate_stops_printing_but_not_the_refund() {
     let redated = v.redate(d, &first, last_day).unwrap();
     verify_with_certificate(&v, d, &redated);
     // Past the certificate's end (2027-12-31).
-    v.hsm.clock.advance(u64::try_from(expiry).unwrap() - T0 + 1);
+    v.hsm
+        .clock
+        .advance(u64::try_from(expiry).unwrap() - noon + 1);
     let package = v.package(d);
     let request = v.request(
         d,
@@ -237,4 +257,43 @@ fn an_expired_certificate_stops_printing_but_not_the_refund() {
     let refund = v.refund(d).unwrap();
     assert_eq!(refund.data().postage, Money::from_tenths(4_500));
     assert_eq!(v.state(d), PsdState::Withdrawn);
+}
+
+/// A provider order names the exact package it is for, so signed orders of a
+/// meter's earlier life do not apply when its device id is initialised again.
+#[test]
+fn old_orders_do_not_apply_to_a_meter_initialised_again() {
+    use postvault_module::postal::ProviderAction;
+    let mut v = Vault::new();
+    let d = device(D);
+    v.unleased_meter(d);
+    v.configure(d).unwrap();
+    let authorize = v.order(
+        d,
+        ProviderAction::AuthorizeCustomer {
+            licensing_zip: ZIP,
+            dr_limit: DR_LIMIT,
+        },
+    );
+    v.provider(d, authorize.clone()).unwrap();
+    let download = v.order(
+        d,
+        ProviderAction::Download {
+            amount: Money::from_tenths(100_000),
+            control_total: Money::ZERO,
+        },
+    );
+    v.provider(d, download.clone()).unwrap();
+    v.refund(d).unwrap();
+    // Other work pushes the meter out of the module's kept checkpoints, and
+    // the same device id is initialised, certified and configured again.
+    v.leased_meter(device(D + 1));
+    v.unleased_meter(d);
+    v.configure(d).unwrap();
+    let err = v.provider(d, authorize).unwrap_err();
+    assert_eq!(err, Error::PsdCheck(PsdCheck::OrderPackage));
+    v.authorize_customer(d).unwrap();
+    let err = v.provider(d, download).unwrap_err();
+    assert_eq!(err, Error::PsdCheck(PsdCheck::OrderPackage));
+    assert_eq!(v.body(d).dr, Money::ZERO, "no value without a new order");
 }

@@ -647,7 +647,7 @@ fn redate_tampered_original() {
     let d = meter();
     let mut v = leased(FUNDS);
     let original = v.print(d, POSTAGE).unwrap();
-    let date = original.data().date.checked_add_days(3).unwrap();
+    let date = original.data().date.checked_add_days(1).unwrap();
     let bytes = original.to_bytes();
     // A byte of the postage value (offset 17..20), a byte of the signature,
     // and the original cut short.
@@ -667,6 +667,32 @@ fn redate_tampered_original() {
         assert_eq!(refuse_customer(&mut v, d, request), check(PsdCheck::Redate));
     }
     redates(&mut v, &original, date, POSTAGE, minus(FUNDS, POSTAGE));
+}
+
+/// The new date is the day the piece is mailed: today or tomorrow, never a day
+/// already past even if it is after the original's.
+#[test]
+fn redate_outside_today_and_tomorrow() {
+    let d = meter();
+    let mut v = leased(FUNDS);
+    let original = v.print(d, POSTAGE).unwrap();
+    v.hsm.clock.advance(3 * 86_400);
+    let today = original.data().date.checked_add_days(3).unwrap();
+    for date in [
+        original.data().date.checked_add_days(1).unwrap(),
+        today.checked_sub_days(1).unwrap(),
+        today.checked_add_days(2).unwrap(),
+    ] {
+        let request = v.request(d, redate_action(&original, date));
+        assert_eq!(refuse_customer(&mut v, d, request), check(PsdCheck::Redate));
+    }
+    redates(
+        &mut v,
+        &original,
+        today.checked_add_days(1).unwrap(),
+        POSTAGE,
+        minus(FUNDS, POSTAGE),
+    );
 }
 
 #[test]
@@ -822,24 +848,24 @@ fn download_meter_number() {
 }
 
 #[test]
-fn download_order_sequence() {
+fn download_order_package() {
     let mut v = leased(FUNDS);
     let amount = Money::from_tenths(50_000);
     // An order made before an indicium: AR + DR, and so the control total, are
-    // still right; only the transaction count moved on.
+    // still right; only the package moved on.
     let early = download_order(&v, amount, FUNDS);
     v.print(meter(), POSTAGE).unwrap();
     assert_eq!(
         refuse_order(&mut v, meter(), early),
-        check(PsdCheck::OrderSequence)
+        check(PsdCheck::OrderPackage)
     );
-    // An order for a transaction count the package has not reached.
-    let mut ahead = download_order(&v, amount, FUNDS).order;
-    ahead.package_sequence += 1;
-    let ahead = SignedOrder::sign(ahead, &v.provider).unwrap();
+    // An order for a package that is not this one.
+    let mut other = download_order(&v, amount, FUNDS).order;
+    other.package_mac[0] ^= 1;
+    let other = SignedOrder::sign(other, &v.provider).unwrap();
     assert_eq!(
-        refuse_order(&mut v, meter(), ahead),
-        check(PsdCheck::OrderSequence)
+        refuse_order(&mut v, meter(), other),
+        check(PsdCheck::OrderPackage)
     );
     let good = download_order(&v, amount, FUNDS);
     let dr = plus(minus(FUNDS, POSTAGE), amount);
@@ -847,7 +873,7 @@ fn download_order_sequence() {
     // The same order again: a replay.
     assert_eq!(
         refuse_order(&mut v, meter(), good),
-        check(PsdCheck::OrderSequence)
+        check(PsdCheck::OrderPackage)
     );
     let b = v.body(meter());
     assert_eq!((b.ar, b.dr), (POSTAGE, dr), "the replay added nothing");
@@ -963,7 +989,7 @@ fn download_zero_amount() {
 }
 
 /// Every provider order, for each action in a state it runs in: the package
-/// MAC, the meter number and the transaction count are checked, and the
+/// MAC, the meter number and the package the order names are checked, and the
 /// unbroken order then goes through with the same package.
 fn provider_order_checks(v: &mut Vault, action: ProviderAction) {
     let d = meter();
@@ -981,14 +1007,14 @@ fn provider_order_checks(v: &mut Vault, action: ProviderAction) {
         SignedOrder::sign(order, &v.provider).unwrap()
     };
     let other_meter = resign(|o| o.device_id = other_meter());
-    let behind = resign(|o| o.package_sequence -= 1);
-    let ahead = resign(|o| o.package_sequence += 1);
+    let behind = resign(|o| o.package_mac[0] ^= 1);
+    let ahead = resign(|o| o.package_mac[31] ^= 0x80);
     assert_eq!(
         refuse_order(v, d, other_meter),
         check(PsdCheck::MeterNumber)
     );
     for order in [behind, ahead] {
-        assert_eq!(refuse_order(v, d, order), check(PsdCheck::OrderSequence));
+        assert_eq!(refuse_order(v, d, order), check(PsdCheck::OrderPackage));
     }
     let before = v.body(d).sequence;
     v.provider(d, good).unwrap();

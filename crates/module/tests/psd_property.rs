@@ -398,8 +398,8 @@ impl Case {
                 } else if own.is_none() {
                     // Another meter's indicium does not verify under this meter's key.
                     Some(check(PsdCheck::Redate))
-                } else if date < original.data().date {
-                    // A redate never moves the date back.
+                } else if date < original.data().date || days > 1 {
+                    // A redate never moves the date back, and is for today or tomorrow.
                     Some(check(PsdCheck::Redate))
                 } else {
                     None

@@ -76,7 +76,7 @@ impl Db {
             .ok_or_else(|| check("no package for that meter"))
     }
 
-    /// Sends a provider order for a meter, built at its package's transaction count.
+    /// Sends a provider order for a meter's current package.
     ///
     /// # Errors
     /// The module's refusal.
@@ -92,7 +92,7 @@ impl Db {
         let order = SignedOrder::sign(
             ProviderOrder {
                 device_id: device.to_bytes(),
-                package_sequence: package.peek()?.sequence,
+                package_mac: package.mac,
                 action,
             },
             provider,

@@ -253,11 +253,11 @@ impl Vault {
         Ok(())
     }
 
-    /// A provider order for meter `d` at its package's current transaction count.
+    /// A provider order for meter `d`'s current package.
     pub fn order(&self, d: [u8; 6], action: ProviderAction) -> SignedOrder {
         let order = ProviderOrder {
             device_id: d,
-            package_sequence: self.body(d).sequence,
+            package_mac: self.packages[&d].mac,
             action,
         };
         SignedOrder::sign(order, &self.provider).unwrap()
