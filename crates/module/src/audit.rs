@@ -144,6 +144,16 @@ pub enum AuditData {
     CheckpointAccepted(Box<crate::checkpoint::CheckpointBody>),
     /// Auto-Recover found no kept record matching the database's: the module is inhibited.
     Inhibited(Box<crate::checkpoint::CheckpointBody>),
+    /// The security officer recovered an inhibited module to this record; the
+    /// kept records newer than it were discarded.
+    CheckpointRecovered {
+        /// The record accepted as the newest.
+        accepted: Box<crate::checkpoint::CheckpointBody>,
+        /// The discarded transactions, newest first.
+        discarded: Vec<crate::checkpoint::CheckpointBody>,
+    },
+    /// Initialize Crypto-Card: the settings loaded (public data only).
+    CryptoCard(Box<crate::cryptocard::CardSettings>),
 }
 
 /// The signed and hashed part of an entry.

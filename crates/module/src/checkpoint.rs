@@ -4,8 +4,10 @@
 //! record the database holds must equal the module's newest, so a database that
 //! lost transactions (a switchover to a stale replica) is noticed before any
 //! package from it is trusted. Auto-Recover accepts one of the two older records
-//! and documents each discarded transaction; anything else inhibits the module
-//! until an operator recovers it.
+//! and documents each discarded transaction; a genuine record of this module
+//! matching none of them inhibits the module until the security officer
+//! recovers it (a record that is not genuine, or another module's, is refused
+//! without inhibiting).
 
 use postvault_crypto::{Secret32, mac};
 use postvault_indicium::Money;

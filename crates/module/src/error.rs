@@ -228,7 +228,7 @@ pub enum PsdCheck {
     Challenge = 7,
     /// The customer's MAC on the request does not verify.
     CustomerMac = 8,
-    /// The client's local registers differ from the package's.
+    /// The client's AR differs from the package's, or its DR is above the package's.
     ClientRegisters = 9,
     /// The value is outside the crypto-card's indicium limits.
     ValueLimits = 10,
@@ -276,7 +276,7 @@ impl core::fmt::Display for PsdCheck {
             PsdCheck::MeterNumber => "the meter number in the command is not the package's",
             PsdCheck::Challenge => "the challenge is not the one the last reply gave",
             PsdCheck::CustomerMac => "the customer's MAC on the request does not verify",
-            PsdCheck::ClientRegisters => "the client's registers differ from the meter's; resynchronise first",
+            PsdCheck::ClientRegisters => "the client's registers are not the meter's (its AR differs, or its DR is above the meter's)",
             PsdCheck::ValueLimits => "the value is outside the indicium value limits",
             PsdCheck::InsufficientFunds => "the descending register holds less than the value",
             PsdCheck::ProviderSignature => "the provider's signature on the order does not verify",

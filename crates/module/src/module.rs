@@ -1046,8 +1046,12 @@ impl<N: Nvm> Module<N> {
                 }
                 let tokens = card.tokens(&slots)?;
                 let public = card.public()?;
+                let settings = Box::new(card.settings.clone());
                 self.write(Slot::CryptoCard, &card)?;
-                Ok((Response::CryptoCard { tokens, public }, AuditData::None))
+                Ok((
+                    Response::CryptoCard { tokens, public },
+                    AuditData::CryptoCard(settings),
+                ))
             }
             Request::RecoverCheckpoint(record) => self.recover_checkpoint(record),
             Request::ExportAuditKey => {
@@ -1284,9 +1288,11 @@ impl<N: Nvm> Module<N> {
         if store.inhibited {
             return Err(Error::PsdCheck(PsdCheck::Inhibited));
         }
-        // A record that is not genuine says nothing about the database: refuse it
-        // without inhibiting, so garbage cannot stop the module.
+        // A record that is not genuine, or is another module's, says nothing
+        // about this module's place in the database: refuse it without
+        // inhibiting, so garbage or a misrouted row cannot stop the module.
         let body = record.open(&Self::checkpoint_key(&card))?;
+        self.check_own_record(&body)?;
         if store.newest() == Some(record) {
             return Ok((0, AuditData::CheckpointAccepted(Box::new(body))));
         }
@@ -1323,24 +1329,50 @@ impl<N: Nvm> Module<N> {
         }
     }
 
-    /// Disaster recovery (security officer): the database's record, genuine and
-    /// this module's, becomes the newest and PSD work resumes.
-    fn recover_checkpoint(&mut self, record: CheckpointRecord) -> Result<(Response, AuditData)> {
-        let card = self.crypto_card()?;
-        let body = record.open(&Self::checkpoint_key(&card))?;
+    fn check_own_record(&self, body: &crate::checkpoint::CheckpointBody) -> Result<()> {
         if body.module_serial != self.loaded()?.serial {
             return Err(Error::InvalidArgument {
                 what: "the checkpoint record is another module's",
             });
         }
-        let store = CheckpointStore {
-            records: vec![record],
+        Ok(())
+    }
+
+    /// Disaster recovery (security officer) of an inhibited module: the
+    /// database's record, genuine and this module's, becomes the newest; kept
+    /// records newer than it are discarded (named in the signed audit entry),
+    /// older ones stay, and PSD work resumes.
+    fn recover_checkpoint(&mut self, record: CheckpointRecord) -> Result<(Response, AuditData)> {
+        let card = self.crypto_card()?;
+        let body = record.open(&Self::checkpoint_key(&card))?;
+        self.check_own_record(&body)?;
+        let store = self.checkpoints()?;
+        if !store.inhibited {
+            return Err(Error::InvalidArgument {
+                what: "the module is not inhibited: a database one or two transactions behind is Auto-Recover's job",
+            });
+        }
+        let mut discarded = Vec::new();
+        let mut records = vec![record];
+        for kept in &store.records {
+            let b = kept.peek()?;
+            if b.counter > body.counter {
+                discarded.push(b);
+            } else if b.counter < body.counter && records.len() < crate::checkpoint::KEPT {
+                records.push(kept.clone());
+            }
+        }
+        let recovered = CheckpointStore {
+            records,
             inhibited: false,
         };
-        self.write(Slot::Checkpoints, &store)?;
+        self.write(Slot::Checkpoints, &recovered)?;
         Ok((
             Response::Done,
-            AuditData::CheckpointAccepted(Box::new(body)),
+            AuditData::CheckpointRecovered {
+                accepted: Box::new(body),
+                discarded,
+            },
         ))
     }
 

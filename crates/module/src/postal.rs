@@ -37,6 +37,8 @@ use crate::psd::{
 use crate::token::{KeyToken, KeyType, KeyUsage};
 
 const ORDER_LABEL: &[u8] = b"postvault provider order v1";
+/// Largest PSD certificate accepted (the CA's are about 600 bytes).
+pub const MAX_CERTIFICATE: usize = 8192;
 const REQUEST_LABEL: &[u8] = b"postvault customer request v1";
 const REPLY_LABEL: &[u8] = b"postvault customer reply v1";
 
@@ -570,6 +572,9 @@ fn authorize(ctx: &Context<'_>, package: &PsdPackage, certificate: &[u8]) -> Res
     let (body, proof) = ctx.open(package)?;
     check_state(&body, &[PsdState::Raw])?;
     let bad = |_| Error::PsdCheck(PsdCheck::Certificate);
+    if certificate.len() > MAX_CERTIFICATE {
+        return refuse(PsdCheck::Certificate);
+    }
     let ca = Certificate::from_der(&ctx.card.settings.ca_certificate).map_err(bad)?;
     let cert = PsdCertificate::from_certificate(Certificate::from_der(certificate).map_err(bad)?)
         .map_err(bad)?;
@@ -802,7 +807,7 @@ fn provider(ctx: &Context<'_>, package: &PsdPackage, signed: &SignedOrder) -> Re
     }
 }
 
-/// Steps 9: assembles and signs an indicium from the package after the register update.
+/// Step 9: assembles and signs an indicium from the package after the register update.
 fn sign_indicium(
     ctx: &Context<'_>,
     next: &PsdBody,
@@ -864,7 +869,9 @@ fn customer(ctx: &Context<'_>, package: &PsdPackage, request: &CustomerRequest) 
     let bytes = codec::encode(req)?;
     mac::verify_hmac_sha256(&hmk, &[REQUEST_LABEL, &bytes], &request.mac)
         .map_err(|_| Error::PsdCheck(PsdCheck::CustomerMac))?;
-    if req.local_ar != body.ar || req.local_dr != body.dr {
+    // The client's AR must be the meter's (any other indicium moves it); its
+    // DR may lag behind downloads it has not heard of yet, never lead.
+    if req.local_ar != body.ar || req.local_dr > body.dr {
         return refuse(PsdCheck::ClientRegisters);
     }
     let (next, indicium, transaction, amount) = match &req.action {
@@ -942,6 +949,7 @@ fn customer(ctx: &Context<'_>, package: &PsdPackage, request: &CustomerRequest) 
 /// nothing but the date and the kind changes.
 fn redate(ctx: &Context<'_>, body: &PsdBody, original: &[u8], date: Date) -> Result<Vec<u8>> {
     let bad = |_| Error::PsdCheck(PsdCheck::Redate);
+    // Indicium::parse takes exactly one indicium's bytes and refuses any more.
     let original = Indicium::parse(original).map_err(bad)?;
     let key = psd::signing_key(body, ctx.slots)?;
     original.verify_signature(&key.public_key()).map_err(bad)?;

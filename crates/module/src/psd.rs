@@ -6,7 +6,7 @@
 //! a package are in [`crate::postal`].
 
 use postvault_crypto::sig::{PublicKey, SigAlg, SigningKey};
-use postvault_crypto::{Secret32, aead, hpke, mac};
+use postvault_crypto::{Secret32, aead, hpke, kdf, mac};
 use postvault_indicium::Money;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -20,6 +20,8 @@ use crate::token::{KeyToken, KeyUsage};
 pub const PACKAGE_VERSION: u8 = 1;
 /// How many passphrase hashes the repetition list keeps (the current one included).
 pub const PASSPHRASE_HISTORY: usize = 5;
+/// Largest sealed customer secrets accepted (they are about 130 bytes).
+pub const MAX_SEALED_SECRETS: usize = 1024;
 /// Longest customer id.
 pub const MAX_CUSTOMER_ID: usize = 64;
 const MAC_LABEL: &[u8] = b"postvault psd package v1";
@@ -248,6 +250,9 @@ pub(crate) fn open_registration_secrets(
     customer_id: &str,
     sealed: &[u8],
 ) -> Result<CustomerSecrets> {
+    if sealed.len() > MAX_SEALED_SECRETS {
+        return Err(Error::PsdCheck(PsdCheck::CustomerSecrets));
+    }
     let fail = |_| Error::PsdCheck(PsdCheck::CustomerSecrets);
     let plain = hpke::open(
         registration_key,
@@ -260,21 +265,34 @@ pub(crate) fn open_registration_secrets(
         .map_err(|_| Error::PsdCheck(PsdCheck::CustomerSecrets))
 }
 
-/// The package's key-encrypting key.
-pub(crate) fn kek(body: &PsdBody, slots: &MksSlots) -> Result<Secret32> {
-    secret_token(&body.kek, KeyUsage::CustomerKek, slots)
+/// The package's key-encrypting key, as the two keys derived from it: one
+/// seals the customer's secrets, the other keys the passphrase repetition list
+/// (no key serves two purposes).
+pub(crate) struct Kek {
+    secrets: Secret32,
+    history: Secret32,
+}
+
+/// Opens the package's key-encrypting key.
+pub(crate) fn kek(body: &PsdBody, slots: &MksSlots) -> Result<Kek> {
+    let base = secret_token(&body.kek, KeyUsage::CustomerKek, slots)?;
+    let derive = |label: &[u8]| kdf::derive_secret32(b"", base.expose(), &[label]);
+    Ok(Kek {
+        secrets: derive(b"postvault kek: customer secrets v1")?,
+        history: derive(b"postvault kek: passphrase history v1")?,
+    })
 }
 
 /// Seals secrets under the KEK for the package.
 pub(crate) fn seal_secrets(
-    kek: &Secret32,
+    kek: &Kek,
     device_id: &[u8; 6],
     customer_id: &str,
     secrets: &CustomerSecrets,
 ) -> Result<Vec<u8>> {
     let plain = Zeroizing::new(codec::encode(secrets)?);
     let aad = [SECRETS_AAD, &secrets_aad(device_id, customer_id)].concat();
-    Ok(aead::seal(kek, &aad, &plain)?)
+    Ok(aead::seal(&kek.secrets, &aad, &plain)?)
 }
 
 /// Opens the package's customer secrets.
@@ -285,15 +303,15 @@ pub(crate) fn open_secrets(body: &PsdBody, slots: &MksSlots) -> Result<CustomerS
         .ok_or(Error::PsdCheck(PsdCheck::State))?;
     let kek = kek(body, slots)?;
     let aad = [SECRETS_AAD, &secrets_aad(&body.device_id, &customer.id)].concat();
-    let plain = aead::open(&kek, &aad, &customer.sealed)
+    let plain = aead::open(&kek.secrets, &aad, &customer.sealed)
         .map_err(|_| Error::PsdCheck(PsdCheck::CustomerSecrets))?;
     codec::decode(plain.expose(), "customer secrets")
 }
 
 /// The repetition list's entry for a passphrase hash: keyed, so the list in the
 /// package reveals nothing about the passphrases.
-pub(crate) fn history_entry(kek: &Secret32, passphrase: &[u8; 32]) -> [u8; 32] {
-    mac::hmac_sha256(kek, &[HISTORY_LABEL, passphrase])
+pub(crate) fn history_entry(kek: &Kek, passphrase: &[u8; 32]) -> [u8; 32] {
+    mac::hmac_sha256(&kek.history, &[HISTORY_LABEL, passphrase])
 }
 
 /// Checks a new customer id.

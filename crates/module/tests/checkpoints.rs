@@ -475,7 +475,10 @@ fn a_database_three_transactions_behind_inhibits_the_module_until_recovery() {
     let err = refused(&mut v.hsm, |h| h.send(Request::RecoverCheckpoint(bad)));
     assert_eq!(err, check(PsdCheck::CheckpointMac));
     assert!(v.hsm.status().inhibited);
-    // …and accepts the database's genuine record.
+    // …and accepts the database's genuine record, discarding the three kept
+    // transactions newer than it, named in its audit entry.
+    let kept: Vec<CheckpointBody> = stored(&v).records.iter().map(body_of).collect();
+    assert_eq!(kept.len(), 3);
     let n = v.hsm.entries().len();
     assert!(matches!(
         v.hsm
@@ -486,8 +489,12 @@ fn a_database_three_transactions_behind_inhibits_the_module_until_recovery() {
     let body = v.hsm.entries()[n].decode_body().unwrap();
     assert_eq!(
         body.data,
-        AuditData::CheckpointAccepted(Box::new(body_of(&rec0)))
+        AuditData::CheckpointRecovered {
+            accepted: Box::new(body_of(&rec0)),
+            discarded: kept,
+        }
     );
+    assert!(body.signed);
     assert_eq!(body.command, Some(Command::RecoverCheckpoint));
     assert_eq!(body.user.as_ref().map(|u| u.as_str()), Some("so"));
     v.hsm.logoff();
@@ -868,4 +875,53 @@ fn a_replay_the_module_cannot_see_leaves_evidence_in_the_audit_log() {
     let totals = body_of(&record(&v)).totals;
     assert_eq!(totals.printed, tenths(2_000));
     assert_eq!(v.body(d).ar, tenths(1_000));
+}
+
+/// Every clone shares the checkpoint key, so another module's record is
+/// genuine; it still says nothing about this module's place in the database
+/// (a misrouted module-table row) and is refused without inhibiting.
+#[test]
+fn another_modules_record_is_refused_without_inhibiting() {
+    let (master, mut clone) = master_and_clone();
+    let mut v = Vault::over(master);
+    let d = device(D1);
+    v.leased_meter(d);
+    let settings = v.settings(DR_CEILING, AR_CEILING);
+    clone
+        .as_user(
+            "so",
+            Request::InitializeCryptoCard {
+                settings,
+                tokens: v.card_tokens.clone(),
+            },
+        )
+        .unwrap();
+    let reply = clone
+        .host
+        .call(Outer::Postal(Box::new(PostalRequest {
+            checkpoint: None,
+            command: PostalCommand::Initialize {
+                device_id: device(D2),
+            },
+        })))
+        .unwrap();
+    let OuterReply::Postal(reply) = reply else {
+        panic!()
+    };
+    let theirs = reply.checkpoint;
+    let err = refused(&mut v.hsm, |h| auto_recover(h, theirs.clone()));
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert!(!v.hsm.status().inhibited);
+    // Nor does the security officer's recovery take it, nor run on a module
+    // that is not inhibited.
+    v.hsm.logon("so").unwrap();
+    let err = refused(&mut v.hsm, |h| h.send(Request::RecoverCheckpoint(theirs)));
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    let own = record(&v);
+    let err = refused(&mut v.hsm, |h| h.send(Request::RecoverCheckpoint(own)));
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    v.hsm.logoff();
+    // The module works on with its own record.
+    v.download(d, tenths(1_000)).unwrap();
+    v.print(d, tenths(100)).unwrap();
 }

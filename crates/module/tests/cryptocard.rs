@@ -193,4 +193,18 @@ fn a_loaded_card_changes_settings_but_never_its_keys() {
         panic!()
     };
     assert_eq!(again, public);
+    // The audit log records the settings loaded (public data only).
+    let logged = master
+        .entries()
+        .iter()
+        .rev()
+        .map(|e| e.decode_body().unwrap())
+        .find(|b| b.command == Some(Command::InitializeCryptoCard))
+        .unwrap();
+    assert!(logged.signed);
+    assert!(
+        matches!(&logged.data, postvault_module::audit::AuditData::CryptoCard(s) if s.max_value == Money::from_tenths(200_000)),
+        "{:?}",
+        logged.data
+    );
 }

@@ -297,3 +297,48 @@ fn old_orders_do_not_apply_to_a_meter_initialised_again() {
     assert_eq!(err, Error::PsdCheck(PsdCheck::OrderPackage));
     assert_eq!(v.body(d).dr, Money::ZERO, "no value without a new order");
 }
+
+#[test]
+fn oversized_inputs_are_refused_before_any_work() {
+    use postvault_module::postal::{MAX_CERTIFICATE, PostalRequest};
+    use postvault_module::psd::MAX_SEALED_SECRETS;
+    use postvault_module::wire::Outer;
+    let mut v = Vault::new();
+    let d = device(D);
+    v.unleased_meter(d);
+    let raw = v
+        .send(PostalCommand::Initialize {
+            device_id: device(D + 1),
+        })
+        .unwrap()
+        .package;
+    let commands = [
+        (
+            PostalCommand::Authorize {
+                package: raw,
+                certificate: vec![0x30; MAX_CERTIFICATE + 1],
+            },
+            PsdCheck::Certificate,
+        ),
+        (
+            PostalCommand::Configure {
+                package: v.package(d),
+                customer_id: "customer".into(),
+                sealed_secrets: vec![0; MAX_SEALED_SECRETS + 1],
+            },
+            PsdCheck::CustomerSecrets,
+        ),
+    ];
+    for (command, expected) in commands {
+        let checkpoint = v.checkpoint.clone();
+        let err = refused(&mut v.hsm, |h| {
+            h.host.call(Outer::Postal(Box::new(PostalRequest {
+                checkpoint,
+                command,
+            })))
+        });
+        assert_eq!(err, Error::PsdCheck(expected));
+    }
+    // The unbroken Configure PSD still goes through.
+    v.configure(d).unwrap();
+}

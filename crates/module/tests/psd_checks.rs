@@ -493,7 +493,7 @@ fn create_indicium_client_registers() {
     let d = meter();
     let edits: [fn(&mut CustomerRequestBody); 4] = [
         |b| b.local_ar = plus(b.local_ar, ONE),
-        |b| b.local_dr = minus(b.local_dr, ONE),
+        |b| b.local_ar = minus(b.local_ar, ONE),
         |b| b.local_dr = plus(b.local_dr, ONE),
         // Both off, their sum right (what a control total would not see).
         |b| {
@@ -514,6 +514,21 @@ fn create_indicium_client_registers() {
         }
         let twice = plus(POSTAGE, POSTAGE);
         accepted(&mut v, d, good, kind, twice, minus(FUNDS, twice));
+        // A client that has not yet heard of a download (its DR below the
+        // meter's) is fine: the reply brings it up to date.
+        v.download(d, ONE).unwrap();
+        let lagging = request_with(&v, d, make(indicium_order(POSTAGE)), |b| {
+            b.local_dr = minus(b.local_dr, ONE);
+        });
+        let thrice = plus(twice, POSTAGE);
+        accepted(
+            &mut v,
+            d,
+            lagging,
+            kind,
+            thrice,
+            plus(minus(FUNDS, thrice), ONE),
+        );
     }
 }
 

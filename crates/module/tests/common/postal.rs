@@ -92,9 +92,13 @@ pub struct Vault {
 
 impl Vault {
     pub fn new() -> Self {
+        Self::over(new_master())
+    }
+
+    /// A vault over a given operational module (e.g. one of a master and its clone).
+    pub fn over(hsm: Hsm<MemNvm>) -> Self {
         let ca = PostalCa::generate("Test Postal CA", validity()).unwrap();
         let provider = SigningKey::generate(SigAlg::EcdsaP256Sha256).unwrap();
-        let hsm = new_master();
         let mut v = Self {
             hsm,
             ca,
@@ -116,15 +120,7 @@ impl Vault {
     /// (Re)loads the crypto-card as the security officer, trusting this vault's
     /// CA and provider, with these ceilings (a reload keeps the card's keys).
     pub fn load_card(&mut self, dr_ceiling: Money, ar_ceiling: Money) {
-        let pk = self.provider.public_key();
-        let settings = CardSettings {
-            provider_key: (pk.alg().id(), pk.as_bytes().to_vec()),
-            ca_certificate: self.ca.certificate().der().to_vec(),
-            min_value: MIN_VALUE,
-            max_value: MAX_VALUE,
-            dr_ceiling,
-            ar_ceiling,
-        };
+        let settings = self.settings(dr_ceiling, ar_ceiling);
         self.card = match self
             .hsm
             .as_user(
@@ -210,6 +206,19 @@ impl Vault {
             .unwrap();
         self.store(d, &reply);
         self.certificates.insert(d, cert);
+    }
+
+    /// Crypto-card settings trusting this vault's CA and provider.
+    pub fn settings(&self, dr_ceiling: Money, ar_ceiling: Money) -> CardSettings {
+        let pk = self.provider.public_key();
+        CardSettings {
+            provider_key: (pk.alg().id(), pk.as_bytes().to_vec()),
+            ca_certificate: self.ca.certificate().der().to_vec(),
+            min_value: MIN_VALUE,
+            max_value: MAX_VALUE,
+            dr_ceiling,
+            ar_ceiling,
+        }
     }
 
     /// A fresh customer for meter `d` (not yet configured).
