@@ -421,7 +421,7 @@ impl Context<'_> {
         amount: Money,
         outcome: PostalOutcome,
     ) -> Result<Step> {
-        let package = PsdPackage::seal(&next, self.slots, proof)?;
+        let package = PsdPackage::seal(&next, proof)?;
         Ok(Step {
             facts: facts(&next, &package, transaction, amount, self.now),
             package,

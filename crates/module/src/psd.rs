@@ -99,10 +99,11 @@ pub struct PsdBody {
 }
 
 /// Proof that a package's MAC verified under the module's MKS; only
-/// [`PsdPackage::open`] makes one, and every change to a package needs one.
+/// [`PsdPackage::open`] makes one, and every change to a package needs one. It
+/// carries the MAC key it verified with, which seals the changed package.
 #[derive(Debug)]
 pub struct PackageMacValid {
-    _private: (),
+    key: Secret32,
 }
 
 /// A package as stored: the encoded body and its MAC.
@@ -149,18 +150,25 @@ impl PsdPackage {
         codec::decode(bytes, "PSD package")
     }
 
-    /// Seals a changed body under its own MAC key (which the body names as a token).
+    /// Seals a changed body under the MAC key the original package verified with.
     ///
     /// # Errors
-    /// [`Error::Token`] if the MAC key token does not open; [`Error::Malformed`].
-    pub fn seal(body: &PsdBody, slots: &MksSlots, _proof: &PackageMacValid) -> Result<Self> {
-        Self::seal_new(body, slots)
+    /// [`Error::Malformed`] (never for the module's own bodies).
+    pub fn seal(body: &PsdBody, proof: &PackageMacValid) -> Result<Self> {
+        Self::seal_with(body, &proof.key)
     }
 
+    /// Seals a new body under its own MAC key (which the body names as a token).
     pub(crate) fn seal_new(body: &PsdBody, slots: &MksSlots) -> Result<Self> {
+        Self::seal_with(
+            body,
+            &secret_token(&body.mac_key, KeyUsage::PackageMac, slots)?,
+        )
+    }
+
+    fn seal_with(body: &PsdBody, key: &Secret32) -> Result<Self> {
         let bytes = codec::encode(body)?;
-        let key = secret_token(&body.mac_key, KeyUsage::PackageMac, slots)?;
-        let mac = mac::hmac_sha256(&key, &[MAC_LABEL, &bytes]);
+        let mac = mac::hmac_sha256(key, &[MAC_LABEL, &bytes]);
         Ok(Self { body: bytes, mac })
     }
 
@@ -188,7 +196,7 @@ impl PsdPackage {
         let key = secret_token(&body.mac_key, KeyUsage::PackageMac, slots).map_err(fail)?;
         mac::verify_hmac_sha256(&key, &[MAC_LABEL, &self.body], &self.mac)
             .map_err(|_| Error::PsdCheck(PsdCheck::PackageMac))?;
-        Ok((body, PackageMacValid { _private: () }))
+        Ok((body, PackageMacValid { key }))
     }
 }
 

@@ -10,9 +10,7 @@ use postvault_crypto::sig::{SigAlg, SigningKey};
 use postvault_crypto::{Secret32, hpke};
 use postvault_indicium::cert::{PostalCa, PsdCertificate, Validity};
 use postvault_indicium::render::{render_png, render_svg};
-use postvault_indicium::{
-    Date, DeviceId, Indicium, Input, MeterStatus, Money, Outcome, Policy, Seen, VerifierInputs,
-};
+use postvault_indicium::{Date, DeviceId, Indicium, Money, Outcome, Policy};
 use postvault_module::checkpoint::CheckpointRecord;
 use postvault_module::cryptocard::{CardPublic, CardSettings};
 use postvault_module::postal::{
@@ -399,17 +397,13 @@ pub fn print_and_verify(
     let svg_path = dir.join(format!("{stem}.svg"));
     std::fs::write(&png_path, &png).map_err(|e| CliError::io(&png_path, &e))?;
     std::fs::write(&svg_path, render_svg(indicium)?).map_err(|e| CliError::io(&svg_path, &e))?;
-    let status = |_: &DeviceId| MeterStatus::Unknown;
-    let mut seen = |_: &[u8; 32]| Seen::Unknown;
-    let mut inputs = VerifierInputs {
-        ca: parties.ca.certificate(),
-        psd_cert: Some(certificate.certificate()),
-        today: indicium.data().date,
-        policy: Policy::default(),
-        status: &status,
-        seen: &mut seen,
-    };
-    let report = postvault_indicium::verify(Input::Png(&png), &mut inputs);
+    let report = crate::verify::check_png(
+        &png,
+        parties.ca.certificate(),
+        Some(certificate.certificate()),
+        indicium.data().date,
+        Policy::default(),
+    );
     if !report.valid() {
         return Err(CliError::Check(format!(
             "the printed indicium does not verify: {:?}",

@@ -160,20 +160,11 @@ pub fn verify(opts: &VerifyOptions<'_>) -> Result<(), CliError> {
         .map(|p| read_certificate(p, "PSD certificate (--cert)"))
         .transpose()?;
     let today = parse_date(opts.today)?;
-    let status = |_: &DeviceId| MeterStatus::Unknown;
-    let mut seen = |_: &[u8; 32]| Seen::Unknown;
-    let mut inputs = VerifierInputs {
-        ca: &ca,
-        psd_cert: psd.as_ref(),
-        today,
-        policy: Policy {
-            max_age_days: opts.max_age_days,
-            ..Policy::default()
-        },
-        status: &status,
-        seen: &mut seen,
+    let policy = Policy {
+        max_age_days: opts.max_age_days,
+        ..Policy::default()
     };
-    let report = postvault_indicium::verify(Input::Png(&image), &mut inputs);
+    let report = check_png(&image, &ca, psd.as_ref(), today, policy);
 
     if opts.json {
         println!("{}", report_json(&report, psd.as_ref()));
@@ -207,6 +198,29 @@ pub fn verify(opts: &VerifyOptions<'_>) -> Result<(), CliError> {
         failed.join(", "),
         if failed.len() == 1 { "" } else { "s" }
     )))
+}
+
+/// Verifies an indicium image as this CLI's verifier does: no meter-status or
+/// duplicate database yet, so those two checks report as skipped.
+#[must_use]
+pub fn check_png(
+    image: &[u8],
+    ca: &Certificate,
+    psd: Option<&Certificate>,
+    today: Date,
+    policy: Policy,
+) -> Report {
+    let status = |_: &DeviceId| MeterStatus::Unknown;
+    let mut seen = |_: &[u8; 32]| Seen::Unknown;
+    let mut inputs = VerifierInputs {
+        ca,
+        psd_cert: psd,
+        today,
+        policy,
+        status: &status,
+        seen: &mut seen,
+    };
+    postvault_indicium::verify(Input::Png(image), &mut inputs)
 }
 
 /// What `indicium sample` writes, relative to its directory.
