@@ -1,0 +1,240 @@
+//! Storage for the vault server.
+//!
+//! [`Store`] is what the server needs from a database; [`MeterTx`] is one
+//! write transaction, in which a meter's package is locked from the moment it
+//! is read until commit, so a PSD command's new package, checkpoint record,
+//! indicium and idempotency reply are stored together or not at all
+//! (confirm-before-release: the server releases a result only after commit).
+//! Writes of packages and checkpoint records are compare-and-swap on what the
+//! caller read, so two servers can never both advance the same meter or module.
+//!
+//! The audit log is kept in a database of its own (restoring the vault
+//! database from a backup must not rewind it), appended in order per module.
+//!
+//! [`sqlite::SqliteStore`] is the first backend; the behavioural suite in
+//! `tests/suite` is written against the traits so a PostgreSQL backend is a
+//! second implementation of the same tests.
+#![forbid(unsafe_code)]
+
+use core::future::Future;
+
+pub mod sqlite;
+
+/// Result with [`StoreError`].
+pub type Result<T> = core::result::Result<T, StoreError>;
+
+/// What can go wrong in the store.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-swap found something else than the caller read: another
+    /// transaction got there first, or the database is not what the caller thinks.
+    #[error("conflict: {what}")]
+    Conflict {
+        /// What was contended.
+        what: &'static str,
+    },
+    /// A uniqueness rule was broken (a second certificate serial, a second
+    /// customer for a meter, a second indicium for one client transaction id).
+    #[error("duplicate: {what}")]
+    Duplicate {
+        /// What was duplicated.
+        what: &'static str,
+    },
+    /// An audit entry does not continue its module's log.
+    #[error("audit log of module {module}: expected entry {expected}, got {got}")]
+    AuditGap {
+        /// The module.
+        module: String,
+        /// The next sequence number the log expects.
+        expected: u64,
+        /// What was offered.
+        got: u64,
+    },
+    /// A value does not fit the store (a negative or oversized integer, a wrong length).
+    #[error("invalid value: {what}")]
+    Invalid {
+        /// What.
+        what: &'static str,
+    },
+    /// The database failed or could not be opened.
+    #[error("database: {0}")]
+    Database(String),
+    /// A migration failed (or the database is newer than this program).
+    #[error("database migration: {0}")]
+    Migration(String),
+}
+
+/// A module of the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRow {
+    /// Module serial (from its audit log).
+    pub serial: String,
+    /// Where the server finds it (a directory for a software module).
+    pub location: String,
+}
+
+/// A meter's package as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRow {
+    /// Device id.
+    pub device_id: [u8; 6],
+    /// The encoded package.
+    pub package: Vec<u8>,
+    /// Its MAC (the compare-and-swap token).
+    pub mac: [u8; 32],
+    /// The customer it is assigned to.
+    pub customer_id: Option<String>,
+}
+
+/// An indicium the vault issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndiciumRow {
+    /// Store id (assigned on insert; 0 before).
+    pub id: i64,
+    /// Device id.
+    pub device_id: [u8; 6],
+    /// The customer it was issued to (none for a refund indicium made for the provider).
+    pub customer_id: Option<String>,
+    /// The client's transaction id, for idempotent retries.
+    pub client_txn: Option<String>,
+    /// postage, correction, refund or redate.
+    pub kind: String,
+    /// Postage in tenths of a cent.
+    pub postage: u64,
+    /// The meter's AR after it, in tenths of a cent.
+    pub ascending_register: u64,
+    /// Duplicate-detection key (device id and AR).
+    pub mail_piece_key: [u8; 32],
+    /// The indicium's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What the server reads outside a write transaction.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// The write transaction type.
+    type Tx: MeterTx;
+
+    /// Starts a write transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
+
+    /// The pool's modules.
+    fn modules(&self) -> impl Future<Output = Result<Vec<ModuleRow>>> + Send;
+
+    /// The module table's record for a module.
+    fn checkpoint(&self, serial: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// A meter's package (a snapshot; change it only inside a transaction).
+    fn package(
+        &self,
+        device_id: [u8; 6],
+    ) -> impl Future<Output = Result<Option<PackageRow>>> + Send;
+
+    /// A meter's certificate (DER).
+    fn certificate(
+        &self,
+        device_id: [u8; 6],
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// A customer's record.
+    fn customer(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// One indicium.
+    fn indicium(&self, id: i64) -> impl Future<Output = Result<Option<IndiciumRow>>> + Send;
+
+    /// A customer's indicia, newest first, at most `limit`.
+    fn indicia_of(
+        &self,
+        customer_id: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<IndiciumRow>>> + Send;
+
+    /// How many stored indicia carry this mail-piece key.
+    fn pieces(&self, mail_piece_key: [u8; 32]) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Appends a module's audit entries; `first_seq` must continue its log.
+    fn append_audit(
+        &self,
+        module_serial: &str,
+        first_seq: u64,
+        entries: &[Vec<u8>],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// A module's audit entries from `from_seq` on, in order, at most `limit`.
+    fn audit_entries(
+        &self,
+        module_serial: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send;
+
+    /// The next sequence number of a module's audit log (0 if empty).
+    fn audit_next(&self, module_serial: &str) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// One write transaction. Dropping it without [`MeterTx::commit`] rolls back.
+pub trait MeterTx: Send {
+    /// Reads a meter's package and holds it until the end of the transaction.
+    fn lock_meter(
+        &mut self,
+        device_id: [u8; 6],
+    ) -> impl Future<Output = Result<Option<PackageRow>>> + Send;
+
+    /// Stores a package if the stored one's MAC is `expected` (`None`: no
+    /// package yet for this meter).
+    fn put_package(
+        &mut self,
+        row: &PackageRow,
+        expected: Option<[u8; 32]>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores a module's checkpoint record if the stored one is `expected`.
+    fn put_checkpoint(
+        &mut self,
+        serial: &str,
+        record: &[u8],
+        expected: Option<&[u8]>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Adds a module to the pool.
+    fn add_module(&mut self, row: &ModuleRow) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores a meter's certificate (one per meter, serials unique).
+    fn put_certificate(
+        &mut self,
+        device_id: [u8; 6],
+        serial: u32,
+        der: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Creates or replaces a customer's record, optionally bound to a meter.
+    fn put_customer(
+        &mut self,
+        id: &str,
+        device_id: Option<[u8; 6]>,
+        record: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores an issued indicium; returns its id.
+    fn insert_indicium(&mut self, row: &IndiciumRow) -> impl Future<Output = Result<i64>> + Send;
+
+    /// The indicium already issued for a client transaction id on a meter.
+    fn indicium_by_txn(
+        &mut self,
+        device_id: [u8; 6],
+        client_txn: &str,
+    ) -> impl Future<Output = Result<Option<IndiciumRow>>> + Send;
+
+    /// A reply already given for an idempotency key.
+    fn idempotent(&mut self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Records the reply for an idempotency key (once).
+    fn put_idempotent(
+        &mut self,
+        key: &str,
+        response: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Makes everything durable.
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
+}
