@@ -3,55 +3,22 @@
 //! the module's memory), and operator sessions opened through the real protocol.
 //! Every CLI invocation powers the module on afresh, as a reboot would.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use postvault_crypto::hash;
 use postvault_crypto::sig::PublicKey;
-use postvault_module::audit::AuditEntry;
 use postvault_module::audit::read_log_start;
-use postvault_module::host::{AuditSink, Host};
-use postvault_module::nvm::file::FileNvm;
 use postvault_module::role::UserId;
 use postvault_module::session::HostSession;
 use postvault_module::wire::{Password, Request, Response};
-use postvault_module::{Module, SystemClock};
 
 use crate::error::CliError;
 
-/// The host's audit log file inside a module directory.
-pub const AUDIT_LOG: &str = "audit.log";
-
-/// Appends audit entries to a file and syncs it before returning.
-pub struct FileAuditSink {
-    path: PathBuf,
-}
-
-impl AuditSink for FileAuditSink {
-    fn store(&mut self, entries: &[AuditEntry]) -> postvault_module::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut bytes = Vec::new();
-        for e in entries {
-            bytes.extend_from_slice(&e.to_stored()?);
-        }
-        let fail = |e: std::io::Error| postvault_module::Error::Nvm {
-            what: format!("cannot append to {}: {e}", self.path.display()),
-        };
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(fail)?;
-        f.write_all(&bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)
-    }
-}
+pub use postvault_server::moduledir::AUDIT_LOG;
 
 /// A powered-on module with its audit log.
-pub type VaultHost = Host<FileNvm, FileAuditSink>;
+pub type VaultHost = postvault_server::moduledir::ModuleHost;
 
 /// Powers on the module in `dir` (created if absent). Prefer [`with_module`],
 /// which also powers it off cleanly.
@@ -59,13 +26,7 @@ pub type VaultHost = Host<FileNvm, FileAuditSink>;
 /// # Errors
 /// [`CliError`] if the directory cannot be opened.
 fn power_on(dir: &Path) -> Result<VaultHost, CliError> {
-    let nvm = FileNvm::open(dir)?;
-    Ok(Host::new(
-        Module::new(nvm, Box::new(SystemClock)),
-        FileAuditSink {
-            path: dir.join(AUDIT_LOG),
-        },
-    ))
+    Ok(postvault_server::moduledir::power_on(dir)?)
 }
 
 /// Moves the audit log aside (after a reset a new chain begins).
