@@ -1,8 +1,12 @@
 //! The postvault vault server.
 //!
 //! Built so far: [`moduledir`], how a software module lives on disk (shared
-//! with the ceremony CLI). The module pool over the store, the HTTP API,
-//! sign-on and the audit service follow (issue 4).
+//! with the ceremony CLI), and [`vault`], the module pool over the store that
+//! runs every PSD transaction and commits it before releasing anything. The
+//! HTTP API, sign-on and the audit service follow (issue 4).
 #![forbid(unsafe_code)]
 
 pub mod moduledir;
+pub mod vault;
+
+pub use vault::{Vault, VaultError};

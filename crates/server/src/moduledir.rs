@@ -15,9 +15,11 @@ use postvault_module::{Module, SystemClock};
 /// The host's audit log file inside a module directory.
 pub const AUDIT_LOG: &str = "audit.log";
 
-/// Appends audit entries to a file and syncs it before returning.
+/// Appends audit entries to a file and syncs it before returning; keeps the
+/// last batch so the server can also hand it to the audit service.
 pub struct FileAuditSink {
     path: PathBuf,
+    last: Vec<AuditEntry>,
 }
 
 impl FileAuditSink {
@@ -26,7 +28,13 @@ impl FileAuditSink {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             path: dir.join(AUDIT_LOG),
+            last: Vec::new(),
         }
+    }
+
+    /// The entries of the last call (already on disk), leaving none.
+    pub fn take_last(&mut self) -> Vec<AuditEntry> {
+        core::mem::take(&mut self.last)
     }
 }
 
@@ -48,7 +56,9 @@ impl AuditSink for FileAuditSink {
             .open(&self.path)
             .map_err(fail)?;
         f.write_all(&bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)
+        f.sync_all().map_err(fail)?;
+        self.last = entries.to_vec();
+        Ok(())
     }
 }
 
