@@ -47,6 +47,14 @@ pub enum VaultError {
     /// A request names something the vault does not have.
     #[error("{0}")]
     NotFound(&'static str),
+    /// A module's audit log in the store does not verify.
+    #[error("audit log of module {module}: {error}")]
+    Audit {
+        /// The module.
+        module: String,
+        /// The first failure, naming the entry.
+        error: postvault_module::audit::VerifyError,
+    },
     /// The pool has no module, or a module is unusable.
     #[error("module pool: {0}")]
     Pool(String),
@@ -129,6 +137,29 @@ impl<S: Store> Vault<S> {
             lock(m)?.shutdown()?;
         }
         Ok(())
+    }
+
+    /// Verifies each module's audit log as the store holds it: the hash chain,
+    /// the signatures and the signing policy from the first entry on, and that
+    /// its head is the head the module itself witnesses. Returns one summary
+    /// per module, in pool order.
+    ///
+    /// # Errors
+    /// [`VaultError::Audit`] naming the module and the first bad entry.
+    pub async fn verify_audit(&self) -> Result<Vec<postvault_module::audit::LogSummary>> {
+        let mut out = Vec::new();
+        for m in &self.modules {
+            let entries = self.store.audit_entries(&m.serial, 0, u32::MAX).await?;
+            let head = postvault_module::module::stored_audit_head(lock(m)?.module.nvm())?
+                .map(|(_, hash)| hash);
+            let summary = postvault_module::audit::verify_log(&entries.concat(), head.as_ref())
+                .map_err(|error| VaultError::Audit {
+                    module: m.serial.clone(),
+                    error,
+                })?;
+            out.push(summary);
+        }
+        Ok(out)
     }
 
     /// The module directories, in pool order.

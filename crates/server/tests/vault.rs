@@ -393,3 +393,98 @@ async fn a_restored_older_database_is_refused_and_charges_nothing() {
     assert_eq!(registers(&after.package), (0, 10_000));
     v.shutdown().unwrap();
 }
+
+/// Runs one SQL statement on a database file beside the open store (as an
+/// attacker with access to the database would).
+async fn tamper(path: &Path, sql: &'static str, value: Vec<u8>, key: Vec<u8>) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let done = sqlx::query(sql)
+        .bind(value)
+        .bind(key)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_package_is_refused_and_a_tampered_audit_entry_is_named() {
+    let f = fixture();
+    let store = SqliteStore::open(&f.data).await.unwrap();
+    let v = Vault::open(store, &f.modules).await.unwrap();
+    let (device, mut client) = funded_meter(&v, &f, 10_000).await;
+    let reply = v
+        .customer(device, "alice", client.request(device, 500), Some("a"))
+        .await
+        .unwrap();
+    client.last = reply.verify(&client.hmk).unwrap().clone();
+    let summaries = v.verify_audit().await.unwrap();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(
+        summaries[0].expected_head_at,
+        Some(summaries[0].entries - 1)
+    );
+
+    // One byte of the stored package: the module refuses it; nothing is charged.
+    let good = v.store().package(device.to_bytes()).await.unwrap().unwrap();
+    let mut bad = good.package.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    let db = f.data.join(VAULT_DB);
+    tamper(
+        &db,
+        "UPDATE packages SET package = ? WHERE device_id = ?",
+        bad.clone(),
+        device.to_bytes().to_vec(),
+    )
+    .await;
+    let err = v
+        .customer(device, "alice", client.request(device, 100), Some("b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Module(ModuleError::PsdCheck(PsdCheck::PackageMac))
+        ),
+        "{err:?}"
+    );
+    let after = v.store().package(device.to_bytes()).await.unwrap().unwrap();
+    assert_eq!(after.package, bad, "nothing was written");
+    assert!(v.store().indicia_of("alice", 10).await.unwrap().len() == 1);
+    // Put back, the package works again.
+    tamper(
+        &db,
+        "UPDATE packages SET package = ? WHERE device_id = ?",
+        good.package.clone(),
+        device.to_bytes().to_vec(),
+    )
+    .await;
+    let reply = v
+        .customer(device, "alice", client.request(device, 100), Some("b"))
+        .await
+        .unwrap();
+    assert_eq!(reply.verify(&client.hmk).unwrap().ar.tenths(), 600);
+
+    // One byte of a stored audit entry: verification names that entry.
+    let serial = v.store().modules().await.unwrap()[0].serial.clone();
+    let entries = v.store().audit_entries(&serial, 3, 1).await.unwrap();
+    let mut entry = entries[0].clone();
+    let mid = entry.len() / 2;
+    entry[mid] ^= 0x40;
+    tamper(
+        &f.data.join(postvault_store::sqlite::AUDIT_DB),
+        "UPDATE audit_entries SET entry = ? WHERE seq = 3 AND module_serial = CAST(? AS TEXT)",
+        entry,
+        serial.clone().into_bytes(),
+    )
+    .await;
+    let err = v.verify_audit().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&serial) && text.contains("entry 3"), "{text}");
+    v.shutdown().unwrap();
+}
