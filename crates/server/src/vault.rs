@@ -284,38 +284,69 @@ impl<S: Store> Vault<S> {
                 },
             )
             .await?;
-        let PostalOutcome::Initialized {
-            certificate_request,
-            ..
-        } = &first.outcome
-        else {
-            return Err(VaultError::Pool(
-                "unexpected reply to Initialize PSD".into(),
-            ));
-        };
-        let certificate = ca.issue_from_request(certificate_request, serial, validity)?;
-        postvault_indicium::cert::verify_chain(ca.certificate(), certificate.certificate(), today)?;
-        if certificate.device_id() != device {
-            return Err(VaultError::Pool(
-                "the CA certified another device id".into(),
-            ));
+        let rest = async {
+            let PostalOutcome::Initialized {
+                certificate_request,
+                ..
+            } = &first.outcome
+            else {
+                return Err(VaultError::Pool(
+                    "unexpected reply to Initialize PSD".into(),
+                ));
+            };
+            let certificate = ca.issue_from_request(certificate_request, serial, validity)?;
+            postvault_indicium::cert::verify_chain(
+                ca.certificate(),
+                certificate.certificate(),
+                today,
+            )?;
+            if certificate.device_id() != device {
+                return Err(VaultError::Pool(
+                    "the CA certified another device id".into(),
+                ));
+            }
+            let mid = codec::encode(&first.checkpoint)?;
+            let second = self
+                .postal(
+                    m,
+                    Some(&mid),
+                    PostalCommand::Authorize {
+                        package: first.package.clone(),
+                        certificate: certificate.certificate().der().to_vec(),
+                    },
+                )
+                .await?;
+            Self::keep(&mut tx, m, None, before.as_deref(), &second, None).await?;
+            tx.put_certificate(device.to_bytes(), serial, certificate.certificate().der())
+                .await?;
+            tx.commit().await.map_err(VaultError::from)
         }
-        let mid = codec::encode(&first.checkpoint)?;
-        let second = self
-            .postal(
-                m,
-                Some(&mid),
-                PostalCommand::Authorize {
-                    package: first.package.clone(),
-                    certificate: certificate.certificate().der().to_vec(),
-                },
-            )
-            .await?;
-        Self::keep(&mut tx, m, None, before.as_deref(), &second, None).await?;
-        tx.put_certificate(device.to_bytes(), serial, certificate.certificate().der())
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        self.undo_on_error(m, before.as_deref(), rest).await
+    }
+
+    /// A failure after the module ran but before commit leaves the module ahead
+    /// of the module table with transactions nothing was released for: Auto-
+    /// Recover it to the record it was given, so it serves the next request.
+    /// (After a module's very first transaction there is no record to return
+    /// to; that module then needs an operator.)
+    async fn undo_on_error<T>(
+        &self,
+        m: &PoolModule,
+        before: Option<&[u8]>,
+        result: Result<T>,
+    ) -> Result<T> {
+        if result.is_err()
+            && let Some(bytes) = before
+            && let Ok(checkpoint) = codec::decode::<CheckpointRecord>(bytes, "checkpoint record")
+        {
+            // The original error is what the caller needs; a failed recovery
+            // shows in the audit log and in the next command's refusal.
+            let _ = self
+                .call(m, Outer::AutoRecoverCheckpoint { checkpoint })
+                .await;
+        }
+        result
     }
 
     /// Runs a command on a meter's stored package and commits its results; `extra`
@@ -348,17 +379,21 @@ impl<S: Store> Vault<S> {
         let before = self.store.checkpoint(&m.serial).await?;
         let reply = self.postal(m, before.as_deref(), command(package)).await?;
         let customer = customer_id.or(row.customer_id);
-        Self::keep(
-            &mut tx,
-            m,
-            Some(row.mac),
-            before.as_deref(),
-            &reply,
-            customer,
-        )
-        .await?;
-        extra(&mut tx, &reply).await?;
-        tx.commit().await?;
+        let rest = async {
+            Self::keep(
+                &mut tx,
+                m,
+                Some(row.mac),
+                before.as_deref(),
+                &reply,
+                customer,
+            )
+            .await?;
+            extra(&mut tx, &reply).await?;
+            tx.commit().await.map_err(VaultError::from)
+        }
+        .await;
+        self.undo_on_error(m, before.as_deref(), rest).await?;
         Ok(Done::Ran(Box::new(reply)))
     }
 

@@ -488,3 +488,40 @@ async fn a_tampered_package_is_refused_and_a_tampered_audit_entry_is_named() {
     assert!(text.contains(&serial) && text.contains("entry 3"), "{text}");
     v.shutdown().unwrap();
 }
+
+/// A failure after the module ran but before commit (here: the CA's serial is
+/// already used by another meter) stores nothing, and the module is brought
+/// back to the module table's record, so the vault keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_before_commit_stores_nothing_and_the_vault_keeps_serving() {
+    let f = fixture();
+    let store = SqliteStore::open(&f.data).await.unwrap();
+    let v = Vault::open(store, &f.modules).await.unwrap();
+    let (device, mut client) = funded_meter(&v, &f, 10_000).await;
+    let other = DeviceId::new(*b"PV", 43).unwrap();
+    let err = v
+        .generate_meter(&f.parties.ca, other, 42, f.parties.validity, today())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Store(postvault_store::StoreError::Duplicate { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(v.store().package(other.to_bytes()).await.unwrap(), None);
+    // The module was two transactions ahead of the module table; it is back,
+    // and both the old meter and a properly numbered new one work.
+    let reply = v
+        .customer(device, "alice", client.request(device, 250), Some("after"))
+        .await
+        .unwrap();
+    client.last = reply.verify(&client.hmk).unwrap().clone();
+    assert_eq!(client.last.ar.tenths(), 250);
+    v.generate_meter(&f.parties.ca, other, 43, f.parties.validity, today())
+        .await
+        .unwrap();
+    v.verify_audit().await.unwrap();
+    v.shutdown().unwrap();
+}
