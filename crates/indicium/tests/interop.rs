@@ -158,14 +158,7 @@ fn a_ca_loaded_from_pem_issues_certificates_that_chain() {
     let cert = Certificate::from_pem(&f.ca.certificate().to_pem()).unwrap();
     let key = PostalCa::key_from_pkcs8_pem(&f.ca.key_to_pkcs8_pem().unwrap()).unwrap();
     let loaded = PostalCa::from_parts(cert.clone(), key).unwrap();
-    let psd = loaded
-        .issue_psd_certificate(
-            &f.psd_key.public_key(),
-            common::device(),
-            common::SERIAL,
-            common::validity(),
-        )
-        .unwrap();
+    let psd = common::psd_certificate(&loaded, &f.psd_key.public_key());
     let bytes = f.indicium.to_bytes();
     let r = common::check(
         postvault_indicium::Input::Bytes(&bytes),

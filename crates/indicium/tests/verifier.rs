@@ -199,14 +199,7 @@ fn a_certificate_from_another_ca_fails_the_certificate_check() {
     let f = common::fixture();
     let other = PostalCa::generate("Impostor CA", common::ca_validity()).unwrap();
     // Same key, device and serial, but issued by a CA we do not trust.
-    let forged = other
-        .issue_psd_certificate(
-            &f.psd_key.public_key(),
-            common::device(),
-            common::SERIAL,
-            common::validity(),
-        )
-        .unwrap();
+    let forged = common::psd_certificate(&other, &f.psd_key.public_key());
     let bytes = f.indicium.to_bytes();
     let r = common::check(
         Input::Bytes(&bytes),
@@ -233,14 +226,7 @@ fn a_certificate_from_another_ca_fails_the_certificate_check() {
 fn a_certificate_for_another_key_fails_the_signature_check() {
     let f = common::fixture();
     let other_key = SigningKey::generate(SigAlg::EcdsaP256Sha256).unwrap();
-    let cert =
-        f.ca.issue_psd_certificate(
-            &other_key.public_key(),
-            common::device(),
-            common::SERIAL,
-            common::validity(),
-        )
-        .unwrap();
+    let cert = common::psd_certificate(&f.ca, &other_key.public_key());
     let bytes = f.indicium.to_bytes();
     let r = common::check(
         Input::Bytes(&bytes),
@@ -575,14 +561,7 @@ fn meter_status_and_duplicate_callbacks() {
 fn ed25519_meters_work_too() {
     let f = common::fixture();
     let key = SigningKey::generate(SigAlg::Ed25519).unwrap();
-    let cert =
-        f.ca.issue_psd_certificate(
-            &key.public_key(),
-            common::device(),
-            common::SERIAL,
-            common::validity(),
-        )
-        .unwrap();
+    let cert = common::psd_certificate(&f.ca, &key.public_key());
     let mut data = f.data.clone();
     data.alg = SigAlg::Ed25519;
     let indicium = Indicium::sign(data, &key).unwrap();

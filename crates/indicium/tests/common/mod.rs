@@ -56,12 +56,19 @@ pub fn sample_data() -> IndiciumData {
     }
 }
 
+/// A PSD certificate from `ca` for `key`, with the test device, serial and validity.
+pub fn psd_certificate(
+    ca: &PostalCa,
+    key: &postvault_crypto::sig::PublicKey,
+) -> postvault_indicium::PsdCertificate {
+    ca.issue_psd_certificate(key, device(), SERIAL, validity())
+        .unwrap()
+}
+
 pub fn fixture() -> Fixture {
     let ca = PostalCa::generate("Test Postal CA", ca_validity()).unwrap();
     let psd_key = SigningKey::generate(SigAlg::EcdsaP256Sha256).unwrap();
-    let psd_cert = ca
-        .issue_psd_certificate(&psd_key.public_key(), device(), SERIAL, validity())
-        .unwrap();
+    let psd_cert = psd_certificate(&ca, &psd_key.public_key());
     let data = sample_data();
     let indicium = Indicium::sign(data.clone(), &psd_key).unwrap();
     Fixture {
