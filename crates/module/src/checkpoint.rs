@@ -47,6 +47,10 @@ pub enum Transaction {
     BeginPasswordReset,
     /// Complete password reset.
     CompletePasswordReset,
+    /// Sign-on with the right passphrase (a new challenge; the failure count cleared).
+    SignOn,
+    /// Sign-on with a wrong passphrase (the failure count raised).
+    SignOnRefused,
 }
 
 /// Module-wide sums since initialisation (seed 001: total reset, printed, refunded).

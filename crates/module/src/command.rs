@@ -110,11 +110,17 @@ pub enum Command {
     AutoRecoverCheckpoint,
     /// Security officer: disaster recovery of an inhibited module's checkpoint.
     RecoverCheckpoint,
+    /// Customer: sign-on (seed 000): the passphrase checked, a session key taken in.
+    SignOn,
+    /// Open a customer's message sealed under a session's per-message key.
+    SessionOpen,
+    /// Seal the reply to a customer's message under the session's per-message key.
+    SessionSeal,
 }
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 49] = [
+    pub const ALL: [Command; 52] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -164,6 +170,9 @@ impl Command {
         Command::RedateIndicium,
         Command::AutoRecoverCheckpoint,
         Command::RecoverCheckpoint,
+        Command::SignOn,
+        Command::SessionOpen,
+        Command::SessionSeal,
     ];
 
     /// Module-level commands always get a signed audit entry (seed 001: "Audit
@@ -173,6 +182,8 @@ impl Command {
         !matches!(
             self,
             Command::GetStatus
+                | Command::SessionOpen
+                | Command::SessionSeal
                 | Command::OpenSession
                 | Command::CloseSession
                 | Command::Logon
@@ -203,6 +214,7 @@ impl Command {
                 | Command::BeginPasswordReset
                 | Command::CompletePasswordReset
                 | Command::RedateIndicium
+                | Command::SignOn
         )
     }
 
@@ -308,6 +320,9 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::RedateIndicium, states: &[Op], access: Access::Anyone },
     Rule { command: Command::AutoRecoverCheckpoint, states: &[Op], access: Access::Anyone },
     Rule { command: Command::RecoverCheckpoint, states: &[Op], access: Access::Roles(SO) },
+    Rule { command: Command::SignOn, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::SessionOpen, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::SessionSeal, states: &[Op], access: Access::Anyone },
     Rule { command: Command::CreateAuditEntry, states: LIVE, access: Access::LoggedOn },
 ];
 

@@ -262,11 +262,20 @@ pub enum PsdCheck {
     NoCryptoCard = 24,
     /// The PSD's certificate (and so its key) has expired; the meter needs a new key.
     KeyExpired = 25,
+    /// Too many wrong passphrases at sign-on: the provider must reset the passphrase.
+    AccountLocked = 26,
+    /// The customer id is not the one the meter is assigned to.
+    CustomerId = 27,
+    /// The session token or a message under it does not open, or the session has expired.
+    Session = 28,
 }
 
 impl core::fmt::Display for PsdCheck {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
+            PsdCheck::AccountLocked => "too many wrong passphrases: sign-on is locked until the provider resets the passphrase",
+            PsdCheck::CustomerId => "the customer id is not the one this meter is assigned to",
+            PsdCheck::Session => "the session or a message in it does not open (altered, replayed into another session, or expired)",
             PsdCheck::Inhibited => "the module is inhibited from PSD work after a failed checkpoint recovery; an operator must recover it",
             PsdCheck::CheckpointMismatch => "the database's checkpoint record is not the module's newest (run Auto-Recover)",
             PsdCheck::CheckpointMac => "the checkpoint record's MAC does not verify",

@@ -15,6 +15,7 @@
 //! - [`wire`]: requests, replies, status; [`codec`]: checked decoding;
 //! - [`cryptocard`], [`psd`], [`postal`], [`checkpoint`]: postal work: the
 //!   shared postal keys, PSD packages, the PSD commands, checkpoints;
+//! - [`signon`]: customer sign-on and the sealed messages of a session;
 //! - [`nvm`]: the NVM trait, an in-memory and a file implementation;
 //! - [`host`]: the host side: audit storage before release, session driving.
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod postal;
 pub mod psd;
 pub mod role;
 pub mod session;
+pub mod signon;
 pub mod state;
 pub mod token;
 pub mod wire;

@@ -221,6 +221,31 @@ impl<N: Nvm> Module<N> {
                 self.finish(command, result, audit)
                     .map(|r| OuterReply::Postal(Box::new(r)))
             }
+            Outer::SessionOpen {
+                session,
+                counter,
+                sealed,
+            } => {
+                let proof = self.guard(Command::SessionOpen, false, audit)?;
+                let result = self.session_crypto(&proof, &session, |s| {
+                    Ok(OuterReply::MessageOpened {
+                        device_id: s.device_id,
+                        plaintext: s.open(counter, &sealed)?.to_vec(),
+                    })
+                });
+                self.audit_if_failed(Command::SessionOpen, result, audit)
+            }
+            Outer::SessionSeal {
+                session,
+                counter,
+                plaintext,
+            } => {
+                let proof = self.guard(Command::SessionSeal, false, audit)?;
+                let result = self.session_crypto(&proof, &session, |s| {
+                    Ok(OuterReply::MessageSealed(s.seal(counter, &plaintext)?))
+                });
+                self.audit_if_failed(Command::SessionSeal, result, audit)
+            }
             Outer::AutoRecoverCheckpoint { checkpoint } => {
                 let command = Command::AutoRecoverCheckpoint;
                 let proof = self.guard(command, false, audit)?;
@@ -523,6 +548,32 @@ impl<N: Nvm> Module<N> {
                 Err(e)
             }
         }
+    }
+
+    /// Transport commands are audited only when they fail: a successful one
+    /// changes nothing and uses no long-term key but the session's.
+    fn audit_if_failed<T>(
+        &mut self,
+        command: Command,
+        result: Result<T>,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Result<T> {
+        if let Err(e) = &result {
+            self.audit_failure(Some(command), e, audit);
+        }
+        result
+    }
+
+    /// Opens a session token (under the active or dormant MKS) and runs `f` with it.
+    fn session_crypto<T>(
+        &mut self,
+        _proof: &Authorized,
+        token: &[u8],
+        f: impl FnOnce(&crate::signon::Session) -> Result<T>,
+    ) -> Result<T> {
+        let slots = self.mks()?;
+        let session = crate::signon::open_session(&slots, token, self.now())?;
+        f(&session)
     }
 
     fn audit_failure(&mut self, command: Option<Command>, e: &Error, audit: &mut Vec<AuditEntry>) {
@@ -1442,5 +1493,7 @@ fn request_command(request: &Outer) -> Option<Command> {
         Outer::Session(_) => None,
         Outer::Postal(r) => Some(r.command.command()),
         Outer::AutoRecoverCheckpoint { .. } => Some(Command::AutoRecoverCheckpoint),
+        Outer::SessionOpen { .. } => Some(Command::SessionOpen),
+        Outer::SessionSeal { .. } => Some(Command::SessionSeal),
     }
 }

@@ -12,6 +12,7 @@
 //! | Redate indicium | customer MAC + challenge | Leased | no register change |
 //! | Create refund indicium | provider signature | Leased, PasswordReset | AR += DR, DR = 0, Withdrawn |
 //! | Begin / complete password reset | provider signature | Leased / PasswordReset | PasswordReset / Leased |
+//! | Sign-on | passphrase sealed to the vendor key | Assigned, Leased | a session; failures counted |
 //!
 //! Functions here are pure: they take the opened package and return the new
 //! body, the reply and the facts for the checkpoint; the module
@@ -307,6 +308,15 @@ pub enum PostalCommand {
         /// The request.
         request: CustomerRequest,
     },
+    /// Sign-on (seed 000): the passphrase and a session key sealed to the vendor key.
+    SignOn {
+        /// The package.
+        package: PsdPackage,
+        /// The customer signing on.
+        customer_id: String,
+        /// [`crate::signon::SignOnSecrets`] sealed by [`crate::signon::seal_sign_on`].
+        sealed: Vec<u8>,
+    },
 }
 
 impl PostalCommand {
@@ -319,6 +329,7 @@ impl PostalCommand {
             PostalCommand::Configure { .. } => Command::ConfigurePsd,
             PostalCommand::Provider { order, .. } => order.command(),
             PostalCommand::Customer { request, .. } => request.command(),
+            PostalCommand::SignOn { .. } => Command::SignOn,
         }
     }
 }
@@ -350,6 +361,20 @@ pub enum PostalOutcome {
     Refund {
         /// Indicium bytes.
         indicium: Vec<u8>,
+    },
+    /// Sign-on succeeded.
+    SignedOn {
+        /// The session key as a token under the MKS, for the store.
+        session: Vec<u8>,
+        /// The [`crate::signon::SignOnAnswer`] sealed under the session key, for the client.
+        answer: Vec<u8>,
+    },
+    /// Sign-on with a wrong passphrase: counted in the package.
+    SignOnRefused {
+        /// Wrong passphrases in a row.
+        failures: u8,
+        /// Whether sign-on is now locked.
+        locked: bool,
     },
 }
 
@@ -493,6 +518,11 @@ pub(crate) fn run(ctx: &Context<'_>, command: PostalCommand) -> Result<Step> {
         } => configure(ctx, &package, &customer_id, &sealed_secrets),
         PostalCommand::Provider { package, order } => provider(ctx, &package, &order),
         PostalCommand::Customer { package, request } => customer(ctx, &package, &request),
+        PostalCommand::SignOn {
+            package,
+            customer_id,
+            sealed,
+        } => sign_on(ctx, &package, &customer_id, &sealed),
     }
 }
 
@@ -544,6 +574,7 @@ fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
         last_transaction: ctx.now,
         last_challenge: postvault_crypto::rand::bytes()?,
         sequence: 0,
+        failed_sign_ons: 0,
     };
     let certificate_request = postvault_indicium::cert::psd_certificate_request(&signing, id)
         .map_err(|_| Error::Psd {
@@ -631,6 +662,7 @@ fn install_secrets(
         }),
         passphrase_history: history,
         last_challenge: postvault_crypto::rand::bytes()?,
+        failed_sign_ons: 0,
         ..advanced(body, ctx.now)
     };
     let reply = CustomerReply::seal(
@@ -805,6 +837,88 @@ fn provider(ctx: &Context<'_>, package: &PsdPackage, signed: &SignedOrder) -> Re
             )
         }
     }
+}
+
+/// Sign-on (seed 000): the passphrase inside the sealed sign-on must be the
+/// package's. A wrong one is counted in the package (a transaction like any
+/// other, so a restored database cannot forget it); at the limit sign-on locks
+/// until the provider resets the passphrase. A right one clears the count,
+/// turns the challenge, and answers under the client's session key with the
+/// PSD-signed audit response; the session key goes back only as a token.
+fn sign_on(
+    ctx: &Context<'_>,
+    package: &PsdPackage,
+    customer_id: &str,
+    sealed: &[u8],
+) -> Result<Step> {
+    use subtle::ConstantTimeEq;
+
+    let (body, proof) = ctx.open(package)?;
+    check_state(&body, &[PsdState::Assigned, PsdState::Leased])?;
+    if body.customer.as_ref().is_none_or(|c| c.id != customer_id) {
+        return refuse(PsdCheck::CustomerId);
+    }
+    if body.failed_sign_ons >= psd::MAX_SIGN_ON_FAILURES {
+        return refuse(PsdCheck::AccountLocked);
+    }
+    let vendor_key =
+        hpke::PrivateKey::from_secret(Secret32::from_bytes(*ctx.card.registration_hpke))?;
+    let offered = crate::signon::open_sign_on(&vendor_key, &body.device_id, customer_id, sealed)?;
+    let secrets = psd::open_secrets(&body, ctx.slots)?;
+    if !bool::from(secrets.passphrase.ct_eq(&*offered.passphrase)) {
+        let failures = body.failed_sign_ons.saturating_add(1);
+        let next = PsdBody {
+            failed_sign_ons: failures,
+            ..advanced(&body, ctx.now)
+        };
+        return ctx.finish(
+            next,
+            &proof,
+            Transaction::SignOnRefused,
+            Money::ZERO,
+            PostalOutcome::SignOnRefused {
+                failures,
+                locked: failures >= psd::MAX_SIGN_ON_FAILURES,
+            },
+        );
+    }
+    let next = PsdBody {
+        failed_sign_ons: 0,
+        last_challenge: postvault_crypto::rand::bytes()?,
+        ..advanced(&body, ctx.now)
+    };
+    let expires = ctx.now.saturating_add(crate::signon::SESSION_SECONDS);
+    let response = crate::signon::AuditResponse {
+        device_id: next.device_id,
+        nonce: offered.nonce,
+        ar: next.ar,
+        dr: next.dr,
+        sequence: next.sequence,
+        state: next.state,
+        time: ctx.now,
+    };
+    let signature = response.sign(&psd::signing_key(&next, ctx.slots)?)?;
+    let answer = crate::signon::SignOnAnswer {
+        response,
+        signature,
+        challenge: next.last_challenge,
+        expires,
+    };
+    let outcome = PostalOutcome::SignedOn {
+        session: crate::signon::session_token(
+            ctx.slots,
+            &next.device_id,
+            expires,
+            &offered.session_key,
+        )?,
+        answer: crate::signon::seal_answer(
+            &offered.session_key,
+            &next.device_id,
+            customer_id,
+            &answer,
+        )?,
+    };
+    ctx.finish(next, &proof, Transaction::SignOn, Money::ZERO, outcome)
 }
 
 /// Step 9: assembles and signs an indicium from the package after the register update.

@@ -48,6 +48,8 @@ pub enum KeyUsage {
     PackageMac,
     /// A PSD's key-encrypting key for the customer's secrets.
     CustomerKek,
+    /// A customer's session key (sign-on).
+    Session,
 }
 
 /// The authenticated clear part of a token.

@@ -145,6 +145,24 @@ pub enum Outer {
         /// The module table's record for this module.
         checkpoint: crate::checkpoint::CheckpointRecord,
     },
+    /// Open a customer's sealed message (not audited when it opens, like Get Status).
+    SessionOpen {
+        /// The session token from sign-on.
+        session: Vec<u8>,
+        /// The message counter.
+        counter: u64,
+        /// The sealed message.
+        sealed: Vec<u8>,
+    },
+    /// Seal the reply to a customer's message.
+    SessionSeal {
+        /// The session token from sign-on.
+        session: Vec<u8>,
+        /// The request's counter.
+        counter: u64,
+        /// The reply.
+        plaintext: Vec<u8>,
+    },
 }
 
 /// Replies to [`Outer`] requests.
@@ -172,6 +190,15 @@ pub enum OuterReply {
         /// Discarded transactions (each has an audit entry).
         discarded: usize,
     },
+    /// A customer's message, opened.
+    MessageOpened {
+        /// The meter the session is for.
+        device_id: [u8; 6],
+        /// The message.
+        plaintext: Vec<u8>,
+    },
+    /// A reply, sealed.
+    MessageSealed(Vec<u8>),
 }
 
 /// A module status report (Get Status).
