@@ -555,5 +555,6 @@ fn indicium_row(
         ascending_register: d.ascending_register.tenths(),
         mail_piece_key: i.mail_piece_key(),
         bytes: bytes.to_vec(),
+        refund_requested: false,
     })
 }

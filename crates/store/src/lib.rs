@@ -63,6 +63,18 @@ pub enum StoreError {
     /// A migration failed (or the database is newer than this program).
     #[error("database migration: {0}")]
     Migration(String),
+    /// Something asked for is not there.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What.
+        what: &'static str,
+    },
+    /// A message or request was already taken (a replay, or out of order).
+    #[error("replayed: {what}")]
+    Replayed {
+        /// What.
+        what: &'static str,
+    },
 }
 
 /// A module of the pool.
@@ -108,6 +120,72 @@ pub struct IndiciumRow {
     pub mail_piece_key: [u8; 32],
     /// The indicium's bytes.
     pub bytes: Vec<u8>,
+    /// Whether the customer asked for it to be refunded.
+    pub refund_requested: bool,
+}
+
+/// A customer, and the meter assigned to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRow {
+    /// Customer id.
+    pub id: String,
+    /// Their meter.
+    pub device_id: Option<[u8; 6]>,
+    /// The server's record of them (opaque here).
+    pub record: Vec<u8>,
+}
+
+/// Where a purchase stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseStatus {
+    /// Waits for the provider.
+    Pending,
+    /// Downloaded into the meter.
+    Done,
+    /// The provider or the module refused it.
+    Refused,
+}
+
+impl PurchaseStatus {
+    /// The stored name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            PurchaseStatus::Pending => "pending",
+            PurchaseStatus::Done => "done",
+            PurchaseStatus::Refused => "refused",
+        }
+    }
+
+    /// From the stored name.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an unknown name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "pending" => Ok(PurchaseStatus::Pending),
+            "done" => Ok(PurchaseStatus::Done),
+            "refused" => Ok(PurchaseStatus::Refused),
+            _ => Err(StoreError::Invalid {
+                what: "purchase status",
+            }),
+        }
+    }
+}
+
+/// A purchase of postage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseRow {
+    /// The meter.
+    pub device_id: [u8; 6],
+    /// The client's purchase id (unique per meter).
+    pub id: String,
+    /// Amount, tenths of a cent.
+    pub amount: u64,
+    /// The client's control total (AR + DR) when it asked, tenths of a cent.
+    pub control_total: u64,
+    /// Where it stands.
+    pub status: PurchaseStatus,
 }
 
 /// What the server reads outside a write transaction.
@@ -136,8 +214,51 @@ pub trait Store: Clone + Send + Sync + 'static {
         device_id: [u8; 6],
     ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
-    /// A customer's record.
-    fn customer(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// A customer.
+    fn customer(&self, id: &str) -> impl Future<Output = Result<Option<CustomerRow>>> + Send;
+
+    /// Takes a session message's counter: it must be above every counter taken
+    /// for that session (`id`) so far, and the session must be this meter's.
+    ///
+    /// # Errors
+    /// [`StoreError::Replayed`] otherwise.
+    fn take_session_counter(
+        &self,
+        id: [u8; 32],
+        device_id: [u8; 6],
+        counter: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// A purchase.
+    fn purchase(
+        &self,
+        device_id: [u8; 6],
+        id: &str,
+    ) -> impl Future<Output = Result<Option<PurchaseRow>>> + Send;
+
+    /// Purchases in this status, oldest first, at most `limit`.
+    fn purchases(
+        &self,
+        status: PurchaseStatus,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<PurchaseRow>>> + Send;
+
+    /// Marks a meter's postage or correction indicium as to be refunded (once).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the meter has no such indicium;
+    /// [`StoreError::Conflict`] if it was asked for already or is not refundable.
+    fn request_refund(
+        &self,
+        device_id: [u8; 6],
+        indicium_id: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Indicia whose refund was asked for, oldest first, at most `limit`.
+    fn refunds_requested(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<IndiciumRow>>> + Send;
 
     /// One indicium.
     fn indicium(&self, id: i64) -> impl Future<Output = Result<Option<IndiciumRow>>> + Send;
@@ -213,6 +334,23 @@ pub trait MeterTx: Send {
         id: &str,
         device_id: Option<[u8; 6]>,
         record: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a new purchase.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] if the meter has a purchase with this id.
+    fn put_purchase(&mut self, row: &PurchaseRow) -> impl Future<Output = Result<()>> + Send;
+
+    /// Changes a purchase's status.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if there is no such purchase.
+    fn set_purchase_status(
+        &mut self,
+        device_id: [u8; 6],
+        id: &str,
+        status: PurchaseStatus,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Stores an issued indicium; returns its id.

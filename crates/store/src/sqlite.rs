@@ -17,7 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{IndiciumRow, MeterTx, ModuleRow, PackageRow, Result, Store, StoreError};
+use crate::{
+    CustomerRow, IndiciumRow, MeterTx, ModuleRow, PackageRow, PurchaseRow, PurchaseStatus, Result,
+    Store, StoreError,
+};
 
 static MAIN_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/main");
 static AUDIT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/audit");
@@ -125,11 +128,26 @@ fn indicium_row(r: &SqliteRow) -> Result<IndiciumRow> {
         )?,
         mail_piece_key: fixed(r.try_get("mail_piece_key").map_err(db)?, "mail-piece key")?,
         bytes: r.try_get("bytes").map_err(db)?,
+        refund_requested: r
+            .try_get::<Option<i64>, _>("refund_requested_at")
+            .map_err(db)?
+            .is_some(),
+    })
+}
+
+fn purchase_row(r: &SqliteRow) -> Result<PurchaseRow> {
+    Ok(PurchaseRow {
+        device_id: fixed(r.try_get("device_id").map_err(db)?, "device id")?,
+        id: r.try_get("id").map_err(db)?,
+        amount: to_u64(r.try_get("amount").map_err(db)?, "amount")?,
+        control_total: to_u64(r.try_get("control_total").map_err(db)?, "control total")?,
+        status: PurchaseStatus::from_name(&r.try_get::<String, _>("status").map_err(db)?)?,
     })
 }
 
 const INDICIUM_COLUMNS: &str = "id, device_id, customer_id, client_txn, kind, postage, \
-     ascending_register, mail_piece_key, bytes";
+     ascending_register, mail_piece_key, bytes, refund_requested_at";
+const PURCHASE_COLUMNS: &str = "device_id, id, amount, control_total, status";
 
 impl Store for SqliteStore {
     type Tx = SqliteTx;
@@ -182,12 +200,122 @@ impl Store for SqliteStore {
             .map_err(db)
     }
 
-    async fn customer(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        sqlx::query_scalar("SELECT record FROM customers WHERE id = ?")
+    async fn customer(&self, id: &str) -> Result<Option<CustomerRow>> {
+        let row = sqlx::query("SELECT id, device_id, record FROM customers WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.main)
             .await
-            .map_err(db)
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(CustomerRow {
+                id: r.try_get("id").map_err(db)?,
+                device_id: r
+                    .try_get::<Option<Vec<u8>>, _>("device_id")
+                    .map_err(db)?
+                    .map(|d| fixed(d, "device id"))
+                    .transpose()?,
+                record: r.try_get("record").map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn take_session_counter(
+        &self,
+        id: [u8; 32],
+        device_id: [u8; 6],
+        counter: u64,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO sessions (id, device_id, last_counter, created_at) \
+             VALUES (?, ?, ?, unixepoch()) \
+             ON CONFLICT (id) DO UPDATE SET last_counter = excluded.last_counter \
+             WHERE sessions.last_counter < excluded.last_counter \
+             AND sessions.device_id = excluded.device_id",
+        )
+        .bind(id.to_vec())
+        .bind(device_id.to_vec())
+        .bind(to_i64(counter, "message counter")?)
+        .execute(&self.main)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Replayed {
+                what: "session message counter (a replayed or reordered message)",
+            })
+        }
+    }
+
+    async fn purchase(&self, device_id: [u8; 6], id: &str) -> Result<Option<PurchaseRow>> {
+        let sql =
+            format!("SELECT {PURCHASE_COLUMNS} FROM purchases WHERE device_id = ? AND id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(device_id.to_vec())
+            .bind(id)
+            .fetch_optional(&self.main)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(purchase_row).transpose()
+    }
+
+    async fn purchases(&self, status: PurchaseStatus, limit: u32) -> Result<Vec<PurchaseRow>> {
+        let sql = format!(
+            "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE status = ? \
+             ORDER BY created_at, rowid LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.name())
+            .bind(i64::from(limit))
+            .fetch_all(&self.main)
+            .await
+            .map_err(db)?;
+        rows.iter().map(purchase_row).collect()
+    }
+
+    async fn request_refund(&self, device_id: [u8; 6], indicium_id: i64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE indicia SET refund_requested_at = unixepoch() \
+             WHERE id = ? AND device_id = ? AND refund_requested_at IS NULL \
+             AND kind IN ('postage', 'correction')",
+        )
+        .bind(indicium_id)
+        .bind(device_id.to_vec())
+        .execute(&self.main)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM indicia WHERE id = ? AND device_id = ?")
+                .bind(indicium_id)
+                .bind(device_id.to_vec())
+                .fetch_optional(&self.main)
+                .await
+                .map_err(db)?;
+        match exists {
+            None => Err(StoreError::NotFound {
+                what: "this meter has no indicium with that id",
+            }),
+            Some(_) => Err(StoreError::Conflict {
+                what: "the refund was asked for already, or the indicium is not postage",
+            }),
+        }
+    }
+
+    async fn refunds_requested(&self, limit: u32) -> Result<Vec<IndiciumRow>> {
+        let sql = format!(
+            "SELECT {INDICIUM_COLUMNS} FROM indicia WHERE refund_requested_at IS NOT NULL \
+             ORDER BY refund_requested_at, id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.main)
+            .await
+            .map_err(db)?;
+        rows.iter().map(indicium_row).collect()
     }
 
     async fn indicium(&self, id: i64) -> Result<Option<IndiciumRow>> {
@@ -406,6 +534,44 @@ impl MeterTx for SqliteTx {
         .await
         .map_err(write_error("customer (a meter has one customer)"))?;
         Ok(())
+    }
+
+    async fn put_purchase(&mut self, row: &PurchaseRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO purchases (device_id, id, amount, control_total, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, unixepoch())",
+        )
+        .bind(row.device_id.to_vec())
+        .bind(&row.id)
+        .bind(to_i64(row.amount, "amount")?)
+        .bind(to_i64(row.control_total, "control total")?)
+        .bind(row.status.name())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(write_error("purchase id for this meter"))?;
+        Ok(())
+    }
+
+    async fn set_purchase_status(
+        &mut self,
+        device_id: [u8; 6],
+        id: &str,
+        status: PurchaseStatus,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE purchases SET status = ? WHERE device_id = ? AND id = ?")
+            .bind(status.name())
+            .bind(device_id.to_vec())
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                what: "no such purchase",
+            })
+        }
     }
 
     async fn insert_indicium(&mut self, row: &IndiciumRow) -> Result<i64> {

@@ -33,6 +33,7 @@ pub fn indicium(device_id: [u8; 6], ar: u64, txn: Option<&str>) -> IndiciumRow {
         ascending_register: ar,
         mail_piece_key: [u8::try_from(ar % 251).unwrap(); 32],
         bytes: vec![1; 115],
+        refund_requested: false,
     }
 }
 
@@ -148,10 +149,9 @@ pub async fn certificates_and_customers_are_unique<S: Store>(s: &S) {
         Err(StoreError::Duplicate { .. })
     ));
     tx.commit().await.unwrap();
-    assert_eq!(
-        s.customer("alice").await.unwrap().as_deref(),
-        Some(&b"v2"[..])
-    );
+    let alice = s.customer("alice").await.unwrap().unwrap();
+    assert_eq!(alice.record, b"v2");
+    assert_eq!(alice.device_id, Some(D1));
     assert_eq!(s.customer("bob").await.unwrap(), None);
 }
 
