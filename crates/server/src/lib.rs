@@ -6,6 +6,7 @@
 //! HTTP API, sign-on and the audit service follow (issue 4).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod moduledir;
 pub mod vault;
 
