@@ -300,7 +300,7 @@ impl Store for SqliteStore {
                 what: "this meter has no indicium with that id",
             }),
             Some(_) => Err(StoreError::Conflict {
-                what: "the refund was asked for already, or the indicium is not postage",
+                what: "the refund was asked for already, or the indicium is not postage or a correction",
             }),
         }
     }

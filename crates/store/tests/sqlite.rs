@@ -39,7 +39,22 @@ suite_tests!(
     idempotency_keys_keep_the_first_reply,
     the_audit_log_appends_in_order,
     meter_transactions_are_serialised,
+    session_counters_are_taken_once,
+    purchases_are_unique_per_meter_and_listed_by_status,
+    an_uncommitted_purchase_is_not_kept,
+    refunds_are_requested_once_by_the_meter,
 );
+
+/// Session counters and the sessions' meters are in the database, not in
+/// the process: a reopened store still refuses a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_counters_survive_reopening() {
+    let (dir, store) = fresh().await;
+    suite::session_counters_are_taken_once(&store).await;
+    store.close().await;
+    let again = SqliteStore::open(dir.path()).await.unwrap();
+    suite::session_counters_are_remembered(&again).await;
+}
 
 #[tokio::test]
 async fn data_survives_reopening_and_migrations_run_once() {

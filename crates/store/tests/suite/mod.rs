@@ -8,10 +8,19 @@
     missing_docs
 )]
 
-use postvault_store::{IndiciumRow, MeterTx, ModuleRow, PackageRow, Store, StoreError};
+use postvault_store::{
+    IndiciumRow, MeterTx, ModuleRow, PackageRow, PurchaseRow, PurchaseStatus, Store, StoreError,
+};
 
 pub const D1: [u8; 6] = *b"PV\0\0\0\x01";
 pub const D2: [u8; 6] = *b"PV\0\0\0\x02";
+/// A meter that has nothing stored.
+pub const D3: [u8; 6] = *b"PV\0\0\0\x03";
+
+/// Session ids (the SHA-256 of a session token, here just distinct values).
+pub const S1: [u8; 32] = [0x51; 32];
+pub const S2: [u8; 32] = [0x52; 32];
+pub const S3: [u8; 32] = [0x53; 32];
 
 pub fn package(device_id: [u8; 6], n: u8) -> PackageRow {
     PackageRow {
@@ -285,4 +294,273 @@ pub async fn meter_transactions_are_serialised<S: Store>(s: &S) {
     }
     let end = s.package(D1).await.unwrap().unwrap();
     assert_eq!(u64::from_be_bytes(end.package.try_into().unwrap()), 8);
+}
+
+/// Session message counters: each is taken once, only upwards, and only by
+/// the meter the session was first taken for. Leaves `S1` at 101 and `S2` at
+/// 1 (both taken for their meter), for [`session_counters_are_remembered`].
+pub async fn session_counters_are_taken_once<S: Store>(s: &S) {
+    s.take_session_counter(S1, D1, 5).await.unwrap();
+    // The same counter again, and anything below it, is a replay.
+    for stale in [5, 4, 0] {
+        let r = s.take_session_counter(S1, D1, stale).await;
+        assert!(
+            matches!(r, Err(StoreError::Replayed { .. })),
+            "{stale}: {r:?}"
+        );
+    }
+    s.take_session_counter(S1, D1, 6).await.unwrap();
+    // Counters may skip ahead; what was skipped is then below the highest.
+    s.take_session_counter(S1, D1, 100).await.unwrap();
+    let r = s.take_session_counter(S1, D1, 50).await;
+    assert!(matches!(r, Err(StoreError::Replayed { .. })), "{r:?}");
+    // The session is D1's: another meter cannot take a counter in it, even a
+    // higher one, and its attempt does not move the counter.
+    let r = s.take_session_counter(S1, D2, 1000).await;
+    assert!(matches!(r, Err(StoreError::Replayed { .. })), "{r:?}");
+    s.take_session_counter(S1, D1, 101).await.unwrap();
+
+    // Another session has counters of its own, even on the same meter.
+    s.take_session_counter(S2, D2, 1).await.unwrap();
+    for (device, counter) in [(D2, 1), (D1, 2)] {
+        let r = s.take_session_counter(S2, device, counter).await;
+        assert!(matches!(r, Err(StoreError::Replayed { .. })), "{r:?}");
+    }
+    s.take_session_counter(S3, D1, 0).await.unwrap();
+    let r = s.take_session_counter(S3, D1, 0).await;
+    assert!(matches!(r, Err(StoreError::Replayed { .. })), "{r:?}");
+
+    // The highest counter a database integer holds is taken once too.
+    let top = u64::try_from(i64::MAX).unwrap();
+    s.take_session_counter(S3, D1, top).await.unwrap();
+    let r = s.take_session_counter(S3, D1, top).await;
+    assert!(matches!(r, Err(StoreError::Replayed { .. })), "{r:?}");
+}
+
+/// On a store that [`session_counters_are_taken_once`] ran on (reopened, or
+/// reconnected): the counters and the sessions' meters were kept.
+pub async fn session_counters_are_remembered<S: Store>(s: &S) {
+    for (id, device, counter) in [(S1, D1, 101), (S1, D2, 102), (S2, D2, 1), (S2, D1, 2)] {
+        let r = s.take_session_counter(id, device, counter).await;
+        assert!(
+            matches!(r, Err(StoreError::Replayed { .. })),
+            "{:?}/{device:?}/{counter}: {r:?}",
+            id[0]
+        );
+    }
+    s.take_session_counter(S1, D1, 102).await.unwrap();
+    s.take_session_counter(S2, D2, 2).await.unwrap();
+}
+
+pub fn purchase(device_id: [u8; 6], id: &str, amount: u64) -> PurchaseRow {
+    PurchaseRow {
+        device_id,
+        id: id.into(),
+        amount,
+        control_total: amount + 7,
+        status: PurchaseStatus::Pending,
+    }
+}
+
+/// Purchases: one per id and meter, read back as stored, listed by status in
+/// the order they were made; a status change needs the purchase.
+pub async fn purchases_are_unique_per_meter_and_listed_by_status<S: Store>(s: &S) {
+    let p1 = purchase(D1, "p1", 10_000);
+    let p2 = purchase(D1, "p2", 20_000);
+    // The same id on another meter is another purchase.
+    let p3 = purchase(D2, "p1", 30_000);
+    let mut tx = s.begin().await.unwrap();
+    tx.put_purchase(&p1).await.unwrap();
+    tx.put_purchase(&p2).await.unwrap();
+    let r = tx
+        .put_purchase(&PurchaseRow {
+            amount: 99_000,
+            ..p1.clone()
+        })
+        .await;
+    assert!(matches!(r, Err(StoreError::Duplicate { .. })), "{r:?}");
+    tx.put_purchase(&p3).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(s.purchase(D1, "p1").await.unwrap(), Some(p1.clone()));
+    assert_eq!(s.purchase(D1, "p2").await.unwrap(), Some(p2.clone()));
+    assert_eq!(s.purchase(D2, "p1").await.unwrap(), Some(p3.clone()));
+    assert_eq!(s.purchase(D2, "p2").await.unwrap(), None);
+    assert_eq!(s.purchase(D3, "p1").await.unwrap(), None);
+
+    // A committed purchase is a duplicate for later transactions too.
+    let mut tx = s.begin().await.unwrap();
+    let r = tx.put_purchase(&p2).await;
+    assert!(matches!(r, Err(StoreError::Duplicate { .. })), "{r:?}");
+    drop(tx);
+
+    assert_eq!(
+        s.purchases(PurchaseStatus::Pending, 10).await.unwrap(),
+        [p1.clone(), p2.clone(), p3.clone()]
+    );
+    assert_eq!(
+        s.purchases(PurchaseStatus::Pending, 2).await.unwrap(),
+        [p1.clone(), p2.clone()]
+    );
+    assert_eq!(s.purchases(PurchaseStatus::Done, 10).await.unwrap(), []);
+
+    // Finished in the other order than made: listed in the order made.
+    let mut tx = s.begin().await.unwrap();
+    tx.set_purchase_status(D2, "p1", PurchaseStatus::Done)
+        .await
+        .unwrap();
+    tx.set_purchase_status(D1, "p1", PurchaseStatus::Done)
+        .await
+        .unwrap();
+    for (device, id) in [(D1, "p9"), (D3, "p2")] {
+        let r = tx
+            .set_purchase_status(device, id, PurchaseStatus::Refused)
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound { .. })), "{id}: {r:?}");
+    }
+    tx.commit().await.unwrap();
+
+    let done = |p: &PurchaseRow| PurchaseRow {
+        status: PurchaseStatus::Done,
+        ..p.clone()
+    };
+    assert_eq!(s.purchase(D1, "p1").await.unwrap(), Some(done(&p1)));
+    assert_eq!(
+        s.purchases(PurchaseStatus::Pending, 10).await.unwrap(),
+        vec![p2.clone()]
+    );
+    assert_eq!(
+        s.purchases(PurchaseStatus::Done, 10).await.unwrap(),
+        [done(&p1), done(&p3)]
+    );
+    assert_eq!(s.purchases(PurchaseStatus::Refused, 10).await.unwrap(), []);
+
+    let mut tx = s.begin().await.unwrap();
+    tx.set_purchase_status(D1, "p2", PurchaseStatus::Refused)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.purchases(PurchaseStatus::Pending, 10).await.unwrap(), []);
+    assert_eq!(
+        s.purchases(PurchaseStatus::Refused, 10).await.unwrap(),
+        [PurchaseRow {
+            status: PurchaseStatus::Refused,
+            ..p2
+        }]
+    );
+}
+
+/// A purchase made, or a status set, in a transaction that is dropped
+/// without commit is not kept.
+pub async fn an_uncommitted_purchase_is_not_kept<S: Store>(s: &S) {
+    let p1 = purchase(D1, "p1", 10_000);
+    let mut tx = s.begin().await.unwrap();
+    tx.put_purchase(&p1).await.unwrap();
+    tx.set_purchase_status(D1, "p1", PurchaseStatus::Done)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(s.purchase(D1, "p1").await.unwrap(), None);
+    for status in [PurchaseStatus::Pending, PurchaseStatus::Done] {
+        assert_eq!(s.purchases(status, 10).await.unwrap(), []);
+    }
+
+    // Nothing was left behind to collide with.
+    let mut tx = s.begin().await.unwrap();
+    tx.put_purchase(&p1).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = s.begin().await.unwrap();
+    tx.set_purchase_status(D1, "p1", PurchaseStatus::Done)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(s.purchase(D1, "p1").await.unwrap(), Some(p1.clone()));
+    assert_eq!(
+        s.purchases(PurchaseStatus::Pending, 10).await.unwrap(),
+        [p1]
+    );
+}
+
+/// Refund requests: once per postage or correction indicium, only by the
+/// meter that printed it.
+pub async fn refunds_are_requested_once_by_the_meter<S: Store>(s: &S) {
+    let refund = IndiciumRow {
+        kind: "refund".into(),
+        customer_id: None,
+        ..indicium(D1, 2920, None)
+    };
+    let redate = IndiciumRow {
+        kind: "redate".into(),
+        postage: 0,
+        ..indicium(D1, 2920, None)
+    };
+    let correction = IndiciumRow {
+        kind: "correction".into(),
+        postage: 20,
+        ..indicium(D1, 2940, Some("t4"))
+    };
+    let mut tx = s.begin().await.unwrap();
+    let a = tx
+        .insert_indicium(&indicium(D1, 730, Some("t1")))
+        .await
+        .unwrap();
+    let b = tx
+        .insert_indicium(&indicium(D1, 1460, Some("t2")))
+        .await
+        .unwrap();
+    let c = tx
+        .insert_indicium(&indicium(D2, 730, Some("t1")))
+        .await
+        .unwrap();
+    let r = tx.insert_indicium(&refund).await.unwrap();
+    let d = tx.insert_indicium(&redate).await.unwrap();
+    let k = tx.insert_indicium(&correction).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!s.indicium(a).await.unwrap().unwrap().refund_requested);
+    assert_eq!(s.refunds_requested(10).await.unwrap(), []);
+
+    s.request_refund(D1, a).await.unwrap();
+    let asked = IndiciumRow {
+        id: a,
+        refund_requested: true,
+        ..indicium(D1, 730, Some("t1"))
+    };
+    assert_eq!(s.indicium(a).await.unwrap(), Some(asked.clone()));
+    assert!(!s.indicium(b).await.unwrap().unwrap().refund_requested);
+    assert_eq!(s.refunds_requested(10).await.unwrap(), vec![asked.clone()]);
+
+    // Once.
+    let again = s.request_refund(D1, a).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    // Another meter's indicium, whether asked for or not, is not there for
+    // this meter; neither is an id that was never issued.
+    let unknown = a.max(b).max(c).max(r).max(d).max(k) + 1000;
+    for (device, id) in [(D2, a), (D2, b), (D1, c), (D1, unknown), (D3, b)] {
+        let e = s.request_refund(device, id).await;
+        assert!(matches!(e, Err(StoreError::NotFound { .. })), "{id}: {e:?}");
+    }
+    assert!(!s.indicium(b).await.unwrap().unwrap().refund_requested);
+    assert!(!s.indicium(c).await.unwrap().unwrap().refund_requested);
+    // Only postage and corrections are refunded.
+    for id in [r, d] {
+        let e = s.request_refund(D1, id).await;
+        assert!(matches!(e, Err(StoreError::Conflict { .. })), "{id}: {e:?}");
+        assert!(!s.indicium(id).await.unwrap().unwrap().refund_requested);
+    }
+    assert_eq!(s.refunds_requested(10).await.unwrap(), vec![asked.clone()]);
+
+    s.request_refund(D1, k).await.unwrap();
+    let asked_k = IndiciumRow {
+        id: k,
+        refund_requested: true,
+        ..correction
+    };
+    assert_eq!(
+        s.refunds_requested(10).await.unwrap(),
+        [asked.clone(), asked_k]
+    );
+    assert_eq!(s.refunds_requested(1).await.unwrap(), [asked]);
 }
