@@ -4,6 +4,7 @@
 //! - [`indicium`]: the fixed binary layout (version 1, 115 bytes), signing and parsing.
 //! - [`cert`]: X.509 certificates for the postal CA and each PSD.
 //! - [`render`] and [`decode`]: Data Matrix to PNG and SVG, and back from PNG.
+//! - [`pdf`]: the same layout as a one-page PDF at true size.
 //! - [`verify`](mod@verify): the verifier and its structured [`Report`].
 //!
 //! The layout and every decision behind it are in `docs/indicium.md`.
@@ -19,6 +20,8 @@ pub mod fields;
 mod font;
 pub mod indicium;
 pub mod money;
+#[cfg(feature = "images")]
+pub mod pdf;
 mod reader;
 #[cfg(feature = "images")]
 pub mod render;

@@ -21,11 +21,11 @@ pub const QUIET_MODULES: usize = 2;
 /// Scale of the 5x7 font: each font pixel is this many image pixels (glyphs 2.4 mm tall).
 pub const TEXT_SCALE: usize = 8;
 /// Space between the symbol's quiet zone and the text, in pixels.
-const TEXT_GAP_PX: usize = 40;
+pub(crate) const TEXT_GAP_PX: usize = 40;
 /// Glyph advance, in font pixels (5 wide + 1 space).
-const ADVANCE: usize = font::WIDTH + 1;
+pub(crate) const ADVANCE: usize = font::WIDTH + 1;
 /// Line pitch, in font pixels (7 high + 3 leading).
-const LINE_PITCH: usize = font::HEIGHT + 3;
+pub(crate) const LINE_PITCH: usize = font::HEIGHT + 3;
 /// Pixels per metre at [`DPI`] (600 / 0.0254, rounded).
 const PIXELS_PER_METRE: u32 = 23_622;
 
@@ -98,22 +98,24 @@ pub fn human_readable(indicium: &Indicium) -> [String; 4] {
     ]
 }
 
-/// Where everything goes, in pixels.
-struct Layout {
-    symbol: Symbol,
-    lines: [String; 4],
-    width: usize,
-    height: usize,
+/// Where everything goes, in 600-dpi pixels from the top-left corner (shared
+/// by the PNG, SVG and PDF renderers).
+pub(crate) struct Layout {
+    pub(crate) symbol: Symbol,
+    pub(crate) lines: [String; 4],
+    pub(crate) width: usize,
+    pub(crate) height: usize,
     /// Top-left of the symbol.
-    sym_x: usize,
-    sym_y: usize,
-    /// Top-left of the first text line.
-    text_x: usize,
-    text_y: usize,
+    pub(crate) sym_x: usize,
+    pub(crate) sym_y: usize,
+    /// Top-left of the first text line, and the text column's width.
+    pub(crate) text_x: usize,
+    pub(crate) text_y: usize,
+    pub(crate) text_w: usize,
 }
 
 impl Layout {
-    fn new(bytes: &[u8], lines: &[String; 4]) -> Result<Self> {
+    pub(crate) fn new(bytes: &[u8], lines: &[String; 4]) -> Result<Self> {
         let symbol = Symbol::encode(bytes)?;
         let lines = lines.clone();
         let quiet = QUIET_MODULES * MODULE_PX;
@@ -136,6 +138,7 @@ impl Layout {
             sym_y,
             text_x,
             text_y,
+            text_w,
         })
     }
 
