@@ -98,3 +98,22 @@ impl PasswordVerifier {
             .map_err(|_| Error::VerificationFailed)
     }
 }
+
+/// Derives a 32-byte key from a password with Argon2id (a passphrase-protected
+/// file's key, or a client's passphrase hash). `salt` must be at least 8 bytes.
+///
+/// # Errors
+/// [`Error::Malformed`] for parameters or a salt Argon2 rejects.
+pub fn derive_key(password: &[u8], salt: &[u8], params: Argon2Params) -> Result<crate::Secret32> {
+    let p = argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
+        .map_err(|_| Error::Malformed {
+            what: "Argon2 parameters",
+        })?;
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
+        .hash_password_into(password, salt, &mut *out)
+        .map_err(|_| Error::Malformed {
+            what: "Argon2 input (salt of at least 8 bytes)",
+        })?;
+    Ok(crate::Secret32::from_bytes(*out))
+}
