@@ -388,7 +388,10 @@ pub(crate) fn history_entry(kek: &Kek, passphrase: &[u8; 32]) -> [u8; 32] {
 }
 
 /// Checks a new customer id.
-pub(crate) fn check_customer_id(id: &str) -> Result<()> {
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty, over-long or control-character id.
+pub fn check_customer_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_CUSTOMER_ID || id.chars().any(char::is_control) {
         return Err(Error::InvalidArgument {
             what: "customer id: 1 to 64 bytes, no control characters",

@@ -34,8 +34,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     fs::write(path, bytes).map_err(|e| CliError::io(path, &e))
 }
 
-/// Writes a file only its owner can read (generated passphrases).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+/// Writes a file only its owner can read (generated passphrases, development keys).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
@@ -289,6 +289,124 @@ pub fn translate_token(
     }
 }
 
+/// Generated passphrases for the minimal account set (admin, so, kc1-kc3),
+/// written to `creds` (owner-only): for demos and development vaults.
+///
+/// # Errors
+/// [`CliError::Io`] if the file cannot be written.
+pub fn generated_accounts(
+    creds: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<AccountSpec>, CliError> {
+    let mut accounts = Vec::new();
+    for (user, role) in [
+        ("admin", "administrator"),
+        ("so", "security-officer"),
+        ("kc1", "key-custodian"),
+        ("kc2", "key-custodian"),
+        ("kc3", "key-custodian"),
+    ] {
+        accounts.push(AccountSpec {
+            user: user.into(),
+            role: role.into(),
+            passphrase: generated_passphrase()?,
+        });
+    }
+    write_private(
+        creds,
+        serde_json::to_string_pretty(&accounts)
+            .map_err(|e| CliError::Input(e.to_string()))?
+            .as_bytes(),
+    )?;
+    say(&format!(
+        "generated passphrases for admin, so, kc1, kc2, kc3 in {} (development only: custodian secrets on disk)",
+        creds.display()
+    ));
+    Ok(accounts)
+}
+
+fn custodians(accounts: &[AccountSpec]) -> Result<[Operator; 3], CliError> {
+    Ok([
+        op(accounts, "kc1")?,
+        op(accounts, "kc2")?,
+        op(accounts, "kc3")?,
+    ])
+}
+
+/// The security officer of an account set.
+///
+/// # Errors
+/// [`CliError::Input`] if there is no `so` account.
+pub fn security_officer(accounts: &[AccountSpec]) -> Result<Operator, CliError> {
+    op(accounts, "so")
+}
+
+/// The master module: Start Initialization with the account set, and a new
+/// MKS. Returns the MKS id.
+///
+/// # Errors
+/// The module's refusal.
+pub fn found_master(
+    master: &Path,
+    accounts: &[AccountSpec],
+    config: ModuleConfig,
+    say: &mut dyn FnMut(&str),
+) -> Result<String, CliError> {
+    let serial = init(master, accounts, config)?;
+    say(&format!(
+        "master {serial}: Start Initialization, access control with 1 administrator, 1 security officer, 3 key custodians"
+    ));
+    let mks = generate_mks(master, &op(accounts, "so")?)?;
+    say(&format!(
+        "master: security officer generated MKS {mks} -> operational"
+    ));
+    Ok(mks)
+}
+
+/// A clone joins the master's pool: initialised with the same accounts, and
+/// the master's active MKS `mks` cloned to it by 2-of-3 shares under its
+/// transport key. Returns the clone's transport key file.
+///
+/// # Errors
+/// The module's refusal, or a clone that ends up with another MKS.
+pub fn join_clone(
+    master: &Path,
+    clone: &Path,
+    accounts: &[AccountSpec],
+    config: ModuleConfig,
+    work: &Path,
+    mks: &str,
+    say: &mut dyn FnMut(&str),
+) -> Result<PathBuf, CliError> {
+    let so = op(accounts, "so")?;
+    let name = clone
+        .file_name()
+        .map_or_else(|| "clone".into(), |n| n.to_string_lossy().into_owned());
+    let clone_serial = init(clone, accounts, config)?;
+    let tpk = work.join(format!("{name}-transport.pub"));
+    transport_key(clone, &so, true, &tpk)?;
+    say(&format!(
+        "{name} {clone_serial}: initialised; security officer generated its transport key -> importing shares ({})",
+        tpk.display()
+    ));
+    let got = share_mks(
+        master,
+        clone,
+        &so,
+        &custodians(accounts)?,
+        &tpk,
+        work,
+        &format!("{name}-{mks}"),
+        say,
+    )?;
+    if got != mks {
+        return Err(CliError::Check(format!(
+            "{name} holds MKS {got}, master {mks}"
+        )));
+    }
+    Ok(tpk)
+}
+
 fn generated_passphrase() -> Result<String, CliError> {
     Ok(hex::encode(postvault_crypto::rand::bytes::<16>()?))
 }
@@ -369,47 +487,12 @@ pub fn demo(
         }
     }
     fs::create_dir_all(&work).map_err(|e| CliError::io(&work, &e))?;
-    let mut accounts = Vec::new();
-    for (user, role) in [
-        ("admin", "administrator"),
-        ("so", "security-officer"),
-        ("kc1", "key-custodian"),
-        ("kc2", "key-custodian"),
-        ("kc3", "key-custodian"),
-    ] {
-        accounts.push(AccountSpec {
-            user: user.into(),
-            role: role.into(),
-            passphrase: generated_passphrase()?,
-        });
-    }
     let creds = dir.join("demo-credentials.json");
-    write_private(
-        &creds,
-        serde_json::to_string_pretty(&accounts)
-            .map_err(|e| CliError::Input(e.to_string()))?
-            .as_bytes(),
-    )?;
-    say(&format!(
-        "generated passphrases for admin, so, kc1, kc2, kc3 in {} (demo only)",
-        creds.display()
-    ));
+    let mut accounts = generated_accounts(&creds, say)?;
     let so = op(&accounts, "so")?;
     let admin = op(&accounts, "admin")?;
-    let kcs = [
-        op(&accounts, "kc1")?,
-        op(&accounts, "kc2")?,
-        op(&accounts, "kc3")?,
-    ];
-
-    let serial = init(&master, &accounts, config)?;
-    say(&format!(
-        "master {serial}: Start Initialization, access control with 1 administrator, 1 security officer, 3 key custodians"
-    ));
-    let mks1 = generate_mks(&master, &so)?;
-    say(&format!(
-        "master: security officer generated MKS {mks1} -> operational"
-    ));
+    let kcs = custodians(&accounts)?;
+    let mks1 = found_master(&master, &accounts, config, say)?;
 
     simple(&master, &so, &Request::BeginAdmin)?;
     let auditor = AccountSpec {
@@ -439,20 +522,7 @@ pub fn demo(
         "master: security officer opened administrative state, administrator created account 'auditor', security officer closed it",
     );
 
-    let clone_serial = init(&clone, &accounts, config)?;
-    let tpk = work.join("clone-transport.pub");
-    transport_key(&clone, &so, true, &tpk)?;
-    say(&format!(
-        "clone {clone_serial}: initialised; security officer generated its transport key -> importing shares ({})",
-        tpk.display()
-    ));
-
-    let clone_mks = share_mks(&master, &clone, &so, &kcs, &tpk, &work, "mks1", say)?;
-    if clone_mks != mks1 {
-        return Err(CliError::Check(format!(
-            "clone holds MKS {clone_mks}, master {mks1}"
-        )));
-    }
+    let tpk = join_clone(&master, &clone, &accounts, config, &work, &mks1, say)?;
 
     let t_master = work.join("master-test.token");
     let t_clone = work.join("clone-test.token");

@@ -1,12 +1,17 @@
 //! `postvault`: the one binary: operator ceremonies on the cryptographic
-//! module, module status and reset, audit log verification, and indicium
-//! verification.
+//! module, module status and reset, the vault server and its quickstart, the
+//! customer's `meter` commands, the provider's, audit log verification, and
+//! indicium verification.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod ceremony;
 mod error;
+mod loadgen;
+mod meter;
 mod postal;
+mod quickstart;
+mod serve;
 mod vault;
 mod verify;
 
@@ -47,11 +52,57 @@ enum Top {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCmd),
-    /// Measure the module's operations on this machine (a scratch module in a temporary directory).
+    /// The whole system on this machine: a development vault (made on first run,
+    /// reused after), its server on localhost, and a demo customer who registers,
+    /// buys postage and prints three indicia, each read back and verified.
+    Quickstart {
+        /// The vault's directory.
+        #[arg(long, default_value = quickstart::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Exit after the demo instead of serving until Ctrl-C.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Serve a vault's HTTP API (OpenAPI document at /openapi.json).
+    Serve {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The configuration file (default DATA_DIR/vault.json).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (default from the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Approve customers and purchases without an operator (development only).
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Make a development vault: a pool of modules sharing one MKS, a postal CA
+    /// and provider key on disk. Never for a real vault.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// The customer's commands: register, sign on, buy postage, print indicia.
+    #[command(subcommand)]
+    Meter(MeterCmd),
+    /// The provider's commands on a local vault: authorise customers and approve purchases.
+    #[command(subcommand)]
+    Provider(ProviderCmd),
+    /// Measure this machine: module operations on a scratch module, or with
+    /// --server, concurrent signed-on customers creating indicia over HTTP.
     Bench {
-        /// Repetitions of each operation.
+        /// Repetitions of each operation (module benchmark).
         #[arg(long, default_value_t = 200)]
         iterations: u32,
+        /// A vault server to load (it must approve purchases automatically).
+        #[arg(long)]
+        server: Option<String>,
+        /// Concurrent customers.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
     },
     /// Verify an indicium from a PNG image: decode, parse, certificate chain to the
     /// postal CA, signature, value and date. Prints each check; exit 0 valid,
@@ -283,13 +334,153 @@ enum ModuleCmd {
 }
 
 #[derive(Subcommand)]
+enum VaultCmd {
+    /// The development ceremony into an empty data directory.
+    Init {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Modules in the pool.
+        #[arg(long, default_value_t = 2)]
+        modules: usize,
+    },
+}
+
+#[derive(Args)]
+struct MeterArgs {
+    /// The wallet file holding this customer's secrets (sealed under the passphrase).
+    #[arg(long, global = true, default_value = meter::DEFAULT_WALLET)]
+    wallet: PathBuf,
+    /// The vault server (default: the one the wallet was registered with).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Read the passphrase from this file (else POSTVAULT_PASSPHRASE, else stdin).
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum MeterCmd {
+    /// Register: a new meter for you, certified by the vault's CA; your secrets
+    /// sealed to the vault and kept in the wallet.
+    Register {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// Your customer id.
+        #[arg(long)]
+        customer: String,
+        /// Your licensing ZIP (12345 or 12345-6789).
+        #[arg(long)]
+        zip: String,
+        /// Require this postal CA (PEM) instead of trusting the server's on first use.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Sign on: a new session; the PSD's signed audit response is checked.
+    Login {
+        #[command(flatten)]
+        common: MeterArgs,
+    },
+    /// The meter's registers and pending purchases.
+    Balance {
+        #[command(flatten)]
+        common: MeterArgs,
+    },
+    /// Buy postage (dollars, e.g. 20 or 12.50).
+    Buy {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// Amount in dollars.
+        amount: String,
+    },
+    /// Print an indicium to a PNG, SVG or PDF file.
+    Print {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// Postage in dollars.
+        #[arg(long)]
+        amount: String,
+        /// Destination ZIP.
+        #[arg(long)]
+        to_zip: Option<String>,
+        /// Mail class code.
+        #[arg(long, default_value_t = 1)]
+        class: u16,
+        /// Output file: .png, .svg or .pdf.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print an indicium issued before again.
+    Reprint {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// Its id (see history).
+        id: i64,
+        /// Output file: .png, .svg or .pdf.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ask for an unused indicium to be refunded.
+    Refund {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// Its id (see history).
+        id: i64,
+    },
+    /// Your indicia, newest first.
+    History {
+        #[command(flatten)]
+        common: MeterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProviderCmd {
+    /// Purchases waiting for a download.
+    Pending {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Download pending purchases into their meters (after payment).
+    Approve {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only this meter (e.g. PV00000042).
+        #[arg(long)]
+        meter: Option<String>,
+    },
+    /// License a registered customer (Authorize Customer).
+    Authorize {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The customer id.
+        #[arg(long)]
+        customer: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCmd {
     /// Verify a module's audit log: framing, hash chain, signatures, and its head
     /// against the module's own record of it.
     Verify {
         /// The module directory (reads DIR/audit.log).
-        #[arg(long, required_unless_present = "log")]
+        #[arg(long, required_unless_present_any = ["log", "data_dir"])]
         dir: Option<PathBuf>,
+        /// A vault's data directory: every module's log as the audit database
+        /// holds it, against each module's chain head, and each meter's
+        /// registers followed across all of them (a replayed package shows).
+        #[arg(long, conflicts_with_all = ["dir", "log"])]
+        data_dir: Option<PathBuf>,
         /// An audit log file, instead of --dir.
         #[arg(long, conflicts_with = "dir")]
         log: Option<PathBuf>,
@@ -654,9 +845,14 @@ fn verify_file(
 fn audit(cmd: AuditCmd) -> Result<(), CliError> {
     let AuditCmd::Verify {
         dir,
+        data_dir,
         log,
         expect_head,
     } = cmd;
+    if let Some(data) = data_dir {
+        println!("{}", serve::audit_data_dir(&data)?);
+        return Ok(());
+    }
     let expect = expect_head
         .map(|h| {
             hex::decode(h.trim())
@@ -695,13 +891,126 @@ fn bench(iterations: u32) -> Result<(), CliError> {
     Ok(())
 }
 
+fn quickstart_cmd(dir: &Path, serve_after: bool) -> Result<(), CliError> {
+    let outcome = quickstart::run(dir, serve_after, &mut |line| println!("{line}"))?;
+    let data = postvault_server::config::DataDir::new(dir);
+    let psd = dir.join("demo").join("psd.pem");
+    println!();
+    println!(
+        "The postal CA certificate: {}",
+        data.ca_certificate().display()
+    );
+    println!("The demo meter's certificate: {}", psd.display());
+    for p in &outcome.pngs {
+        println!("Indicium: {}", p.display());
+    }
+    if let Some(first) = outcome.pngs.first() {
+        println!();
+        println!("Verify one as the post would:");
+        println!(
+            "  postvault verify --image {} --ca {} --cert {}",
+            first.display(),
+            data.ca_certificate().display(),
+            psd.display()
+        );
+    }
+    println!(
+        "Be a customer yourself (while `postvault serve --data-dir {} --auto-approve` runs):",
+        dir.display()
+    );
+    println!(
+        "  postvault meter register --server {} --customer alice --zip 12345 --wallet alice.json",
+        outcome.url
+    );
+    println!("  postvault meter buy 20 --wallet alice.json");
+    println!(
+        "  postvault meter print --amount 0.73 --to-zip 90210 --out letter.png --wallet alice.json"
+    );
+    Ok(())
+}
+
+fn provider_cmd(cmd: ProviderCmd) -> Result<(), CliError> {
+    let lines = match cmd {
+        ProviderCmd::Pending { data_dir } => serve::provider_pending(&data_dir)?,
+        ProviderCmd::Approve { data_dir, meter } => {
+            serve::provider_approve(&data_dir, meter.as_deref())?
+        }
+        ProviderCmd::Authorize { data_dir, customer } => {
+            vec![serve::provider_authorize(&data_dir, &customer)?]
+        }
+    };
+    if lines.is_empty() {
+        println!("nothing pending");
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn meter_cmd(cmd: MeterCmd) -> Result<(), CliError> {
+    let common = |a: MeterArgs| meter::Common {
+        wallet: a.wallet,
+        server: a.server,
+        passphrase_file: a.passphrase_file,
+        json: a.json,
+    };
+    match cmd {
+        MeterCmd::Register {
+            common: c,
+            customer,
+            zip,
+            ca,
+        } => meter::register(&common(c), &customer, &zip, ca.as_deref()),
+        MeterCmd::Login { common: c } => meter::login(&common(c)),
+        MeterCmd::Balance { common: c } => meter::balance(&common(c)),
+        MeterCmd::Buy { common: c, amount } => meter::buy(&common(c), &amount),
+        MeterCmd::Print {
+            common: c,
+            amount,
+            to_zip,
+            class,
+            out,
+        } => meter::print_indicium(&common(c), &amount, to_zip.as_deref(), class, &out),
+        MeterCmd::Reprint { common: c, id, out } => meter::reprint(&common(c), id, &out),
+        MeterCmd::Refund { common: c, id } => meter::refund(&common(c), id),
+        MeterCmd::History { common: c, limit } => meter::history(&common(c), limit),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Top::Ceremony(c) => ceremony(c),
         Top::Module(c) => module(c),
         Top::Audit(c) => audit(c),
-        Top::Bench { iterations } => bench(iterations),
+        Top::Bench {
+            server: Some(server),
+            clients,
+            duration,
+            ..
+        } => loadgen::run(&server, clients, duration),
+        Top::Bench { iterations, .. } => bench(iterations),
+        Top::Quickstart { data_dir, no_serve } => quickstart_cmd(&data_dir, !no_serve),
+        Top::Serve {
+            data_dir,
+            config,
+            listen,
+            auto_approve,
+        } => serve::serve_cmd(
+            &data_dir,
+            config.as_deref(),
+            listen.as_deref(),
+            auto_approve,
+        ),
+        Top::Vault(VaultCmd::Init { data_dir, modules }) => serve::init_vault(
+            &postvault_server::config::DataDir::new(&data_dir),
+            &serve::InitOptions { modules },
+            &mut |line| println!("{line}"),
+        )
+        .map(|_| ()),
+        Top::Meter(c) => meter_cmd(c),
+        Top::Provider(c) => provider_cmd(c),
         Top::Verify(a) => verify::verify(&verify::VerifyOptions {
             image: &a.image,
             ca: &a.ca,

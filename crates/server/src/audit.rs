@@ -520,3 +520,85 @@ mod tests {
         assert_eq!(MeterId([0; 6]).to_string(), "000000000000");
     }
 }
+
+/// One module's log as the audit database holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ModuleLog {
+    /// Module serial.
+    pub module: String,
+    /// Entries stored.
+    pub entries: usize,
+    /// Signed entries.
+    pub signed: usize,
+    /// Hash of the last stored entry, hex.
+    pub head: String,
+}
+
+/// What a verification of the audit database found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditReport {
+    /// Each module's log.
+    pub modules: Vec<ModuleLog>,
+    /// Meters followed.
+    pub meters: usize,
+    /// Transactions followed.
+    pub transactions: usize,
+    /// Transactions discarded by recovery.
+    pub discarded: usize,
+}
+
+/// Why the audit database does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditFailure {
+    /// The store could not be read.
+    #[error("store: {0}")]
+    Store(#[from] postvault_store::StoreError),
+    /// A module's log fails: chain, signature, policy or framing; names the entry.
+    #[error("audit log of module {module}: {error}")]
+    Log {
+        /// The module.
+        module: String,
+        /// The first failure.
+        error: postvault_module::audit::VerifyError,
+    },
+    /// The registers across the logs show a replayed or doctored package.
+    #[error("register history: {0}")]
+    History(#[from] HistoryError),
+}
+
+/// Verifies every module's log in the store (framing, hash chain, signatures,
+/// signing policy) and then follows each meter's registers across all of them.
+///
+/// # Errors
+/// [`AuditFailure`] naming the module and entry, or the meter, that fail.
+pub async fn verify_store<S: postvault_store::Store>(
+    store: &S,
+) -> Result<AuditReport, AuditFailure> {
+    let mut modules = Vec::new();
+    let mut logs = Vec::new();
+    for m in store.modules().await? {
+        let bytes = store.audit_entries(&m.serial, 0, u32::MAX).await?.concat();
+        let fail = |error| AuditFailure::Log {
+            module: m.serial.clone(),
+            error,
+        };
+        let s = postvault_module::audit::verify_log(&bytes, None).map_err(fail)?;
+        modules.push(ModuleLog {
+            module: m.serial.clone(),
+            entries: s.entries,
+            signed: s.signed,
+            head: hex::encode(s.head),
+        });
+        logs.push((
+            m.serial.clone(),
+            postvault_module::audit::parse_log(&bytes).map_err(fail)?,
+        ));
+    }
+    let h = check_register_history(&logs)?;
+    Ok(AuditReport {
+        modules,
+        meters: h.meters,
+        transactions: h.transactions,
+        discarded: h.discarded,
+    })
+}

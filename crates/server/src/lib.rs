@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod config;
+pub mod http;
 pub mod moduledir;
+pub mod service;
 pub mod vault;
 
 pub use vault::{Vault, VaultError};

@@ -15,7 +15,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use postvault_module::audit::AuditEntry;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use postvault_indicium::cert::{PostalCa, Validity};
 use postvault_indicium::{Date, DeviceId, Indicium};
@@ -58,6 +60,14 @@ pub enum VaultError {
     /// The pool has no module, or a module is unusable.
     #[error("module pool: {0}")]
     Pool(String),
+    /// PSD processing stopped: too many checkpoint mismatches.
+    #[error(
+        "PSD processing stopped after {mismatches} checkpoint mismatches between the module table and the modules (a database restored from an older copy?); an operator must investigate"
+    )]
+    Halted {
+        /// Mismatches seen.
+        mismatches: u32,
+    },
 }
 
 /// Result with [`VaultError`].
@@ -66,7 +76,31 @@ pub type Result<T> = core::result::Result<T, VaultError>;
 struct PoolModule {
     serial: String,
     dir: PathBuf,
-    host: Mutex<ModuleHost>,
+    slot: tokio::sync::Mutex<Slot>,
+}
+
+/// A module and the audit entries it made that the store does not hold yet.
+struct Slot {
+    host: ModuleHost,
+    backlog: Vec<AuditEntry>,
+}
+
+/// A module held for one operation: nobody else uses it until it is dropped,
+/// so its audit entries reach the store in order.
+struct Held<'a> {
+    m: &'a PoolModule,
+    slot: tokio::sync::MutexGuard<'a, Slot>,
+}
+
+impl Held<'_> {
+    /// Runs a request; its audit entries join the backlog.
+    fn run(&mut self, request: Outer) -> Result<OuterReply> {
+        let slot = &mut *self.slot;
+        let result = slot.host.call(request);
+        let entries = slot.host.sink.take_last();
+        slot.backlog.extend(entries);
+        Ok(result?)
+    }
 }
 
 /// The vault over a store `S`.
@@ -74,12 +108,18 @@ pub struct Vault<S: Store> {
     store: S,
     modules: Vec<PoolModule>,
     next: AtomicUsize,
+    mismatches: AtomicU32,
+    max_mismatches: u32,
+    halted: AtomicBool,
 }
 
-fn lock(m: &PoolModule) -> Result<std::sync::MutexGuard<'_, ModuleHost>> {
-    m.host
-        .lock()
-        .map_err(|_| VaultError::Pool(format!("module {} is poisoned", m.serial)))
+/// How a module that is ahead of the module table was dealt with at start.
+enum Reconciled {
+    /// Its transactions after the table's record were never committed (a
+    /// crash between the module and the commit): Auto-Recover discarded them.
+    Recovered(usize),
+    /// The store lost committed work, or the module cannot go back.
+    Mismatch(String),
 }
 
 impl<S: Store> Vault<S> {
@@ -89,6 +129,21 @@ impl<S: Store> Vault<S> {
     /// # Errors
     /// A module that cannot be powered on or has no serial; a store failure.
     pub async fn open(store: S, module_dirs: &[PathBuf]) -> Result<Self> {
+        Self::open_with_limit(store, module_dirs, u32::MAX).await
+    }
+
+    /// [`Vault::open`], stopping PSD processing after `max_mismatches`
+    /// checkpoint mismatches between the module table and the modules: those
+    /// found now, comparing each module's newest record with the table's, and
+    /// those the modules report later.
+    ///
+    /// # Errors
+    /// As [`Vault::open`].
+    pub async fn open_with_limit(
+        store: S,
+        module_dirs: &[PathBuf],
+        max_mismatches: u32,
+    ) -> Result<Self> {
         if module_dirs.is_empty() {
             return Err(VaultError::Pool("no module directories".into()));
         }
@@ -109,18 +164,90 @@ impl<S: Store> Vault<S> {
                 .await?;
                 tx.commit().await?;
             }
+            let newest = host
+                .status()?
+                .checkpoint
+                .map(|c| codec::encode(&c))
+                .transpose()?;
+            let table = store.checkpoint(&serial).await?;
+            let mut mismatch = None;
+            if newest != table {
+                match reconcile(&store, &serial, &mut host, table.as_deref()).await? {
+                    Reconciled::Recovered(n) => tracing::warn!(
+                        module = %serial,
+                        discarded = n,
+                        "the module was ahead of the module table by {n} transaction(s) never committed (a crash before commit): Auto-Recover discarded them"
+                    ),
+                    Reconciled::Mismatch(why) => mismatch = Some(why),
+                }
+            }
+            // The module's log file holds every entry (the power-on's, any
+            // Auto-Recover's): the catch-up copies what the store lacks, so the
+            // sink's copies are dropped.
             catch_up(&store, &serial, dir).await?;
-            modules.push(PoolModule {
-                serial,
-                dir: dir.clone(),
-                host: Mutex::new(host),
-            });
+            host.sink.take_last();
+            modules.push((
+                PoolModule {
+                    serial,
+                    dir: dir.clone(),
+                    slot: tokio::sync::Mutex::new(Slot {
+                        host,
+                        backlog: Vec::new(),
+                    }),
+                },
+                mismatch,
+            ));
         }
-        Ok(Self {
+        let vault = Self {
             store,
-            modules,
+            modules: Vec::new(),
             next: AtomicUsize::new(0),
-        })
+            mismatches: AtomicU32::new(0),
+            max_mismatches: max_mismatches.max(1),
+            halted: AtomicBool::new(false),
+        };
+        let mut vault = vault;
+        for (m, mismatch) in modules {
+            if let Some(why) = mismatch {
+                tracing::error!(module = %m.serial, "{why}");
+                vault.mismatch(&m.serial);
+            }
+            vault.modules.push(m);
+        }
+        Ok(vault)
+    }
+
+    /// Counts a checkpoint mismatch; at the limit, stops PSD processing.
+    fn mismatch(&self, serial: &str) {
+        let n = self
+            .mismatches
+            .fetch_add(1, Ordering::SeqCst)
+            .saturating_add(1);
+        tracing::error!(
+            module = serial,
+            mismatches = n,
+            limit = self.max_mismatches,
+            "checkpoint mismatch: the module's newest checkpoint is not the module table's"
+        );
+        if n >= self.max_mismatches && !self.halted.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                mismatches = n,
+                "STOPPING PSD processing: {n} checkpoint mismatches between the module table and the modules (a database restored from an older copy?); an operator must investigate before the server is restarted"
+            );
+        }
+    }
+
+    /// Whether PSD processing has stopped, and the mismatches seen.
+    pub fn halted(&self) -> (bool, u32) {
+        (
+            self.halted.load(Ordering::SeqCst),
+            self.mismatches.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The pool's module serials, in pool order.
+    pub fn module_serials(&self) -> Vec<&str> {
+        self.modules.iter().map(|m| m.serial.as_str()).collect()
     }
 
     /// The store.
@@ -134,7 +261,10 @@ impl<S: Store> Vault<S> {
     /// The first module that could not record its power-off.
     pub fn shutdown(&self) -> Result<()> {
         for m in &self.modules {
-            lock(m)?.shutdown()?;
+            let mut slot = m.slot.try_lock().map_err(|_| {
+                VaultError::Pool(format!("module {} is busy; cannot power it off", m.serial))
+            })?;
+            slot.host.shutdown()?;
         }
         Ok(())
     }
@@ -150,8 +280,9 @@ impl<S: Store> Vault<S> {
         let mut out = Vec::new();
         for m in &self.modules {
             let entries = self.store.audit_entries(&m.serial, 0, u32::MAX).await?;
-            let head = postvault_module::module::stored_audit_head(lock(m)?.module.nvm())?
-                .map(|(_, hash)| hash);
+            let head =
+                postvault_module::module::stored_audit_head(m.slot.lock().await.host.module.nvm())?
+                    .map(|(_, hash)| hash);
             let summary = postvault_module::audit::verify_log(&entries.concat(), head.as_ref())
                 .map_err(|error| VaultError::Audit {
                     module: m.serial.clone(),
@@ -167,57 +298,99 @@ impl<S: Store> Vault<S> {
         self.modules.iter().map(|m| m.dir.as_path()).collect()
     }
 
-    fn pick(&self) -> Result<&PoolModule> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.modules
-            .get(n % self.modules.len().max(1))
-            .ok_or_else(|| VaultError::Pool("no modules".into()))
+    /// Holds a module for one operation: a free one if there is one (round
+    /// robin), else the next in turn once it is free.
+    async fn hold(&self) -> Result<Held<'_>> {
+        let n = self.modules.len();
+        if n == 0 {
+            return Err(VaultError::Pool("no modules".into()));
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Some(m) = self.modules.get((start + i) % n)
+                && let Ok(slot) = m.slot.try_lock()
+            {
+                return Ok(Held { m, slot });
+            }
+        }
+        let m = self
+            .modules
+            .get(start)
+            .ok_or_else(|| VaultError::Pool("no modules".into()))?;
+        Ok(Held {
+            m,
+            slot: m.slot.lock().await,
+        })
     }
 
-    /// Runs one request on a module and hands its audit entries to the store
-    /// (they are already in the module's own log). The entries are stored even
-    /// when the module refused.
-    async fn call(&self, m: &PoolModule, request: Outer) -> Result<OuterReply> {
-        let (result, entries) = {
-            let mut host = lock(m)?;
-            let result = host.call(request);
-            (result, host.sink.take_last())
+    /// Hands a held module's backlog of audit entries to the store, in order
+    /// (they are already in the module's own log). Entries the store holds
+    /// already (copied from the module's log at start) are skipped; on failure
+    /// the backlog stays for the next flush.
+    async fn flush(&self, held: &mut Held<'_>) -> Result<()> {
+        let slot = &mut *held.slot;
+        let Some(first) = slot.backlog.first() else {
+            return Ok(());
         };
-        if let Some(first) = entries.first() {
-            let seq = first.decode_body()?.seq;
-            let stored: Vec<Vec<u8>> = entries
-                .iter()
-                .map(postvault_module::audit::AuditEntry::to_stored)
-                .collect::<postvault_module::Result<_>>()?;
-            self.store.append_audit(&m.serial, seq, &stored).await?;
+        let first_seq = first.decode_body()?.seq;
+        let next = self.store.audit_next(&held.m.serial).await?;
+        let skip = usize::try_from(next.saturating_sub(first_seq)).unwrap_or(usize::MAX);
+        let stored: Vec<Vec<u8>> = slot
+            .backlog
+            .iter()
+            .skip(skip)
+            .map(AuditEntry::to_stored)
+            .collect::<postvault_module::Result<_>>()?;
+        if !stored.is_empty() {
+            self.store
+                .append_audit(&held.m.serial, first_seq.max(next), &stored)
+                .await?;
         }
-        Ok(result?)
+        slot.backlog.clear();
+        Ok(())
+    }
+
+    /// Runs one request that is not a PSD transaction on any module, and
+    /// stores its audit entries (a refusal's too).
+    async fn call(&self, request: Outer) -> Result<OuterReply> {
+        let mut held = self.hold().await?;
+        let result = held.run(request);
+        self.flush(&mut held).await?;
+        result
     }
 
     /// Sends one PSD command with the module table's record. A checkpoint
-    /// mismatch is returned as it is: the vault does not Auto-Recover by itself,
-    /// because a database restored from a backup looks the same as one that
-    /// missed an uncommitted transaction, and recovering from the former would
-    /// give back value already printed (docs/decisions.md).
-    async fn postal(
+    /// mismatch is counted (see [`Vault::open_with_limit`]) and returned as it
+    /// is: the vault does not Auto-Recover while running, because a database
+    /// restored from a backup looks the same to the module as one that missed
+    /// an uncommitted transaction (docs/decisions.md); at start it can tell
+    /// them apart from the audit database. The audit entries stay in the
+    /// backlog until the caller has committed.
+    fn postal(
         &self,
-        m: &PoolModule,
+        held: &mut Held<'_>,
         checkpoint: Option<&[u8]>,
         command: PostalCommand,
     ) -> Result<PostalReply> {
+        if self.halted.load(Ordering::SeqCst) {
+            return Err(VaultError::Halted {
+                mismatches: self.mismatches.load(Ordering::SeqCst),
+            });
+        }
         let checkpoint = checkpoint
             .map(|b| codec::decode::<CheckpointRecord>(b, "checkpoint record"))
             .transpose()?;
-        match self
-            .call(
-                m,
-                Outer::Postal(Box::new(PostalRequest {
-                    checkpoint,
-                    command,
-                })),
-            )
-            .await?
+        let reply = held.run(Outer::Postal(Box::new(PostalRequest {
+            checkpoint,
+            command,
+        })));
+        if let Err(VaultError::Module(postvault_module::Error::PsdCheck(
+            postvault_module::PsdCheck::CheckpointMismatch | postvault_module::PsdCheck::Inhibited,
+        ))) = &reply
         {
+            self.mismatch(&held.m.serial);
+        }
+        match reply? {
             OuterReply::Postal(r) => Ok(*r),
             _ => Err(VaultError::Pool("unexpected reply to a PSD command".into())),
         }
@@ -226,7 +399,7 @@ impl<S: Store> Vault<S> {
     /// Stores a command's package and checkpoint in `tx` (compare-and-swap).
     async fn keep(
         tx: &mut S::Tx,
-        m: &PoolModule,
+        serial: &str,
         old_package: Option<[u8; 32]>,
         old_checkpoint: Option<&[u8]>,
         reply: &PostalReply,
@@ -243,13 +416,42 @@ impl<S: Store> Vault<S> {
             old_package,
         )
         .await?;
-        tx.put_checkpoint(
-            &m.serial,
-            &codec::encode(&reply.checkpoint)?,
-            old_checkpoint,
-        )
-        .await?;
+        tx.put_checkpoint(serial, &codec::encode(&reply.checkpoint)?, old_checkpoint)
+            .await?;
         Ok(())
+    }
+
+    /// Ends a PSD operation: if it failed after the module ran (nothing was
+    /// committed), Auto-Recovers the module to the record it was given, so it
+    /// serves the next request; then stores the audit entries, which after a
+    /// commit are the record that the transactions were committed. (After a
+    /// module's very first transaction there is no record to return to; that
+    /// module then needs an operator.)
+    async fn finish_psd<T>(
+        &self,
+        held: &mut Held<'_>,
+        ran: bool,
+        before: Option<&[u8]>,
+        result: Result<T>,
+    ) -> Result<T> {
+        if ran
+            && result.is_err()
+            && let Some(bytes) = before
+            && let Ok(checkpoint) = codec::decode::<CheckpointRecord>(bytes, "checkpoint record")
+        {
+            // The original error is what the caller needs; a failed recovery
+            // shows in the audit log and in the next command's refusal.
+            let _ = held.run(Outer::AutoRecoverCheckpoint { checkpoint });
+        }
+        if let Err(e) = self.flush(held).await {
+            // Committed work stays committed; the entries are in the module's
+            // own log and are copied to the store at the next start.
+            tracing::error!(module = %held.m.serial, error = %e, "audit entries not stored yet");
+            if result.is_err() {
+                return Err(e);
+            }
+        }
+        result
     }
 
     /// Meter generation: a module makes the package and key, the CA certifies
@@ -266,7 +468,6 @@ impl<S: Store> Vault<S> {
         validity: Validity,
         today: Date,
     ) -> Result<()> {
-        let m = self.pick()?;
         let mut tx = self.store.begin().await?;
         if tx.lock_meter(device.to_bytes()).await?.is_some() {
             return Err(StoreError::Duplicate {
@@ -274,16 +475,19 @@ impl<S: Store> Vault<S> {
             }
             .into());
         }
-        let before = self.store.checkpoint(&m.serial).await?;
-        let first = self
-            .postal(
-                m,
-                before.as_deref(),
-                PostalCommand::Initialize {
-                    device_id: device.to_bytes(),
-                },
-            )
-            .await?;
+        let mut held = self.hold().await?;
+        let module = held.m.serial.clone();
+        let before = self.store.checkpoint(&module).await?;
+        let first = match self.postal(
+            &mut held,
+            before.as_deref(),
+            PostalCommand::Initialize {
+                device_id: device.to_bytes(),
+            },
+        ) {
+            Ok(r) => r,
+            Err(e) => return self.finish_psd(&mut held, false, None, Err(e)).await,
+        };
         let rest = async {
             let PostalOutcome::Initialized {
                 certificate_request,
@@ -306,47 +510,22 @@ impl<S: Store> Vault<S> {
                 ));
             }
             let mid = codec::encode(&first.checkpoint)?;
-            let second = self
-                .postal(
-                    m,
-                    Some(&mid),
-                    PostalCommand::Authorize {
-                        package: first.package.clone(),
-                        certificate: certificate.certificate().der().to_vec(),
-                    },
-                )
-                .await?;
-            Self::keep(&mut tx, m, None, before.as_deref(), &second, None).await?;
+            let second = self.postal(
+                &mut held,
+                Some(&mid),
+                PostalCommand::Authorize {
+                    package: first.package.clone(),
+                    certificate: certificate.certificate().der().to_vec(),
+                },
+            )?;
+            Self::keep(&mut tx, &module, None, before.as_deref(), &second, None).await?;
             tx.put_certificate(device.to_bytes(), serial, certificate.certificate().der())
                 .await?;
             tx.commit().await.map_err(VaultError::from)
         }
         .await;
-        self.undo_on_error(m, before.as_deref(), rest).await
-    }
-
-    /// A failure after the module ran but before commit leaves the module ahead
-    /// of the module table with transactions nothing was released for: Auto-
-    /// Recover it to the record it was given, so it serves the next request.
-    /// (After a module's very first transaction there is no record to return
-    /// to; that module then needs an operator.)
-    async fn undo_on_error<T>(
-        &self,
-        m: &PoolModule,
-        before: Option<&[u8]>,
-        result: Result<T>,
-    ) -> Result<T> {
-        if result.is_err()
-            && let Some(bytes) = before
-            && let Ok(checkpoint) = codec::decode::<CheckpointRecord>(bytes, "checkpoint record")
-        {
-            // The original error is what the caller needs; a failed recovery
-            // shows in the audit log and in the next command's refusal.
-            let _ = self
-                .call(m, Outer::AutoRecoverCheckpoint { checkpoint })
-                .await;
-        }
-        result
+        self.finish_psd(&mut held, true, before.as_deref(), rest)
+            .await
     }
 
     /// Runs a command on a meter's stored package and commits its results; `extra`
@@ -364,7 +543,6 @@ impl<S: Store> Vault<S> {
     where
         F: AsyncFnOnce(&mut S::Tx, &PostalReply) -> Result<()>,
     {
-        let m = self.pick()?;
         let mut tx = self.store.begin().await?;
         let row = tx
             .lock_meter(device.to_bytes())
@@ -376,13 +554,18 @@ impl<S: Store> Vault<S> {
             return Ok(Done::Replayed(answer));
         }
         let package = PsdPackage::decode(&row.package)?;
-        let before = self.store.checkpoint(&m.serial).await?;
-        let reply = self.postal(m, before.as_deref(), command(package)).await?;
+        let mut held = self.hold().await?;
+        let module = held.m.serial.clone();
+        let before = self.store.checkpoint(&module).await?;
+        let reply = match self.postal(&mut held, before.as_deref(), command(package)) {
+            Ok(r) => r,
+            Err(e) => return self.finish_psd(&mut held, false, None, Err(e)).await,
+        };
         let customer = customer_id.or(row.customer_id);
         let rest = async {
             Self::keep(
                 &mut tx,
-                m,
+                &module,
                 Some(row.mac),
                 before.as_deref(),
                 &reply,
@@ -393,7 +576,8 @@ impl<S: Store> Vault<S> {
             tx.commit().await.map_err(VaultError::from)
         }
         .await;
-        self.undo_on_error(m, before.as_deref(), rest).await?;
+        self.finish_psd(&mut held, true, before.as_deref(), rest)
+            .await?;
         Ok(Done::Ran(Box::new(reply)))
     }
 
@@ -430,6 +614,20 @@ impl<S: Store> Vault<S> {
     /// # Errors
     /// The module's refusal; a store failure.
     pub async fn provider(&self, device: DeviceId, order: SignedOrder) -> Result<PostalOutcome> {
+        self.provider_for(device, order, None).await
+    }
+
+    /// [`Vault::provider`]; a download for a purchase marks it done in the
+    /// same transaction.
+    ///
+    /// # Errors
+    /// As [`Vault::provider`]; [`StoreError::NotFound`] for an unknown purchase.
+    pub async fn provider_for(
+        &self,
+        device: DeviceId,
+        order: SignedOrder,
+        purchase: Option<&str>,
+    ) -> Result<PostalOutcome> {
         let done = self
             .on_meter(
                 device,
@@ -440,6 +638,14 @@ impl<S: Store> Vault<S> {
                     if let PostalOutcome::Refund { indicium } = &reply.outcome {
                         tx.insert_indicium(&indicium_row(indicium, None, None)?)
                             .await?;
+                    }
+                    if let Some(id) = purchase {
+                        tx.set_purchase_status(
+                            device.to_bytes(),
+                            id,
+                            postvault_store::PurchaseStatus::Done,
+                        )
+                        .await?;
                     }
                     Ok(())
                 },
@@ -462,9 +668,28 @@ impl<S: Store> Vault<S> {
         request: CustomerRequest,
         client_txn: Option<&str>,
     ) -> Result<CustomerReply> {
+        Ok(self
+            .customer_request(device, customer_id, request, client_txn)
+            .await?
+            .0)
+    }
+
+    /// [`Vault::customer`], with the store id of the indicium it issued.
+    ///
+    /// # Errors
+    /// As [`Vault::customer`].
+    pub async fn customer_request(
+        &self,
+        device: DeviceId,
+        customer_id: &str,
+        request: CustomerRequest,
+        client_txn: Option<&str>,
+    ) -> Result<(CustomerReply, Option<i64>)> {
         let key = client_txn.map(|t| format!("customer:{device}:{t}"));
         let id = customer_id.to_owned();
         let txn = client_txn.map(str::to_owned);
+        let stored_id = Mutex::new(None);
+        let stored_id = &stored_id;
         let done = self
             .on_meter(
                 device,
@@ -476,20 +701,149 @@ impl<S: Store> Vault<S> {
                         PostalOutcome::Customer(r) => r,
                         _ => return Err(VaultError::Pool("unexpected customer reply".into())),
                     };
+                    let mut issued = None;
                     if let Some(bytes) = &r.body.indicium {
-                        tx.insert_indicium(&indicium_row(bytes, Some(id.clone()), txn.clone())?)
-                            .await?;
+                        issued = Some(
+                            tx.insert_indicium(&indicium_row(
+                                bytes,
+                                Some(id.clone()),
+                                txn.clone(),
+                            )?)
+                            .await?,
+                        );
                     }
+                    *stored_id
+                        .lock()
+                        .map_err(|_| VaultError::Pool("poisoned".into()))? = issued;
                     if let Some(key) = &key {
-                        tx.put_idempotent(key, &codec::encode(r)?).await?;
+                        tx.put_idempotent(key, &codec::encode(&(r, issued))?)
+                            .await?;
                     }
                     Ok(())
                 },
             )
             .await?;
         match done {
-            Done::Ran(reply) => customer_reply(*reply),
+            Done::Ran(reply) => {
+                let issued = *stored_id
+                    .lock()
+                    .map_err(|_| VaultError::Pool("poisoned".into()))?;
+                Ok((customer_reply(*reply)?, issued))
+            }
             Done::Replayed(bytes) => Ok(codec::decode(&bytes, "stored reply")?),
+        }
+    }
+}
+
+/// How a sign-on ended.
+#[derive(Debug)]
+pub enum SignOn {
+    /// Signed on: the session token (for the store and the client) and the
+    /// answer sealed under the client's session key.
+    SignedOn {
+        /// The session key as a token under the MKS.
+        session: Vec<u8>,
+        /// The sealed answer.
+        answer: Vec<u8>,
+    },
+    /// A wrong passphrase, counted in the package.
+    Refused {
+        /// Wrong passphrases in a row.
+        failures: u8,
+        /// Whether sign-on is now locked.
+        locked: bool,
+    },
+}
+
+impl<S: Store> Vault<S> {
+    /// A customer's sign-on on their meter. A wrong passphrase is a committed
+    /// transaction too: the package counts it.
+    ///
+    /// # Errors
+    /// The module's refusal (locked, wrong customer, unreadable sign-on); a store failure.
+    pub async fn sign_on(
+        &self,
+        device: DeviceId,
+        customer_id: &str,
+        sealed: Vec<u8>,
+    ) -> Result<SignOn> {
+        let id = customer_id.to_owned();
+        let done = self
+            .on_meter(
+                device,
+                None,
+                None,
+                |package| PostalCommand::SignOn {
+                    package,
+                    customer_id: id,
+                    sealed,
+                },
+                async |_: &mut S::Tx, _: &PostalReply| Ok(()),
+            )
+            .await?;
+        match done.ran()?.outcome {
+            PostalOutcome::SignedOn { session, answer } => Ok(SignOn::SignedOn { session, answer }),
+            PostalOutcome::SignOnRefused { failures, locked } => {
+                Ok(SignOn::Refused { failures, locked })
+            }
+            _ => Err(VaultError::Pool("unexpected reply to sign-on".into())),
+        }
+    }
+
+    /// Opens a customer's sealed message in a module and takes its counter in
+    /// the store (after it opened, so garbage cannot burn counters). Returns
+    /// the meter the session is for and the message.
+    ///
+    /// # Errors
+    /// The module's refusal ([`postvault_module::PsdCheck::Session`]);
+    /// [`StoreError::Replayed`] for a counter already taken.
+    pub async fn open_message(
+        &self,
+        session: &[u8],
+        counter: u64,
+        sealed: Vec<u8>,
+    ) -> Result<(DeviceId, Vec<u8>)> {
+        let reply = self
+            .call(Outer::SessionOpen {
+                session: session.to_vec(),
+                counter,
+                sealed,
+            })
+            .await?;
+        let OuterReply::MessageOpened {
+            device_id,
+            plaintext,
+        } = reply
+        else {
+            return Err(VaultError::Pool("unexpected reply to Session Open".into()));
+        };
+        let id = postvault_crypto::hash::sha256(&[b"postvault session id v1", session]);
+        self.store
+            .take_session_counter(id, device_id, counter)
+            .await?;
+        Ok((DeviceId::from_bytes(device_id)?, plaintext))
+    }
+
+    /// Seals a reply to a customer's message in a module.
+    ///
+    /// # Errors
+    /// The module's refusal.
+    pub async fn seal_message(
+        &self,
+        session: &[u8],
+        counter: u64,
+        plaintext: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        match self
+            .call(Outer::SessionSeal {
+                session: session.to_vec(),
+                counter,
+                plaintext,
+            })
+            .await?
+        {
+            OuterReply::MessageSealed(bytes) => Ok(bytes),
+            _ => Err(VaultError::Pool("unexpected reply to Session Seal".into())),
         }
     }
 }
@@ -508,6 +862,72 @@ impl Done {
             Done::Ran(r) => Ok(*r),
             Done::Replayed(_) => Err(VaultError::Pool("unexpected replayed answer".into())),
         }
+    }
+}
+
+/// A module whose newest checkpoint is not the module table's, at start. The
+/// audit database tells a crash from a restore: the vault stores a PSD
+/// transaction's audit entries only after its commit, so an entry there for a
+/// transaction newer than the table's record (and not discarded since) means
+/// the vault database lost committed work. Without one, the transactions the
+/// module is ahead by were never committed, nothing was released for them,
+/// and Auto-Recover may discard them.
+async fn reconcile<S: Store>(
+    store: &S,
+    serial: &str,
+    host: &mut ModuleHost,
+    table: Option<&[u8]>,
+) -> Result<Reconciled> {
+    use std::collections::BTreeMap;
+
+    use postvault_module::audit::{AuditData, parse_log};
+
+    let Some(table) = table else {
+        return Ok(Reconciled::Mismatch(format!(
+            "checkpoint mismatch: module {serial} has made PSD transactions but the module table has no record for it (a database restored from before its first transaction?)"
+        )));
+    };
+    let record: CheckpointRecord = codec::decode(table, "checkpoint record")?;
+    let table_counter = record.peek()?.counter;
+    let stored = store.audit_entries(serial, 0, u32::MAX).await?.concat();
+    let entries = parse_log(&stored).map_err(|error| VaultError::Audit {
+        module: serial.to_owned(),
+        error,
+    })?;
+    let mut committed = BTreeMap::new();
+    for e in &entries {
+        match e.decode_body()?.data {
+            AuditData::Psd(b) => {
+                committed.insert(b.counter, *b);
+            }
+            AuditData::Discarded(b) if committed.get(&b.counter) == Some(&*b) => {
+                committed.remove(&b.counter);
+            }
+            AuditData::CheckpointRecovered { discarded, .. } => {
+                for b in discarded {
+                    if committed.get(&b.counter) == Some(&b) {
+                        committed.remove(&b.counter);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((counter, b)) = committed.range(table_counter.saturating_add(1)..).next() {
+        return Ok(Reconciled::Mismatch(format!(
+            "checkpoint mismatch: the audit database records committed transaction #{counter} of module {serial} (meter {}, package transaction {}), which the module table does not have: the vault database was restored from an older copy or lost writes",
+            hex::encode(b.device_id),
+            b.package_sequence
+        )));
+    }
+    match host.call(Outer::AutoRecoverCheckpoint { checkpoint: record }) {
+        Ok(OuterReply::Recovered { discarded }) => Ok(Reconciled::Recovered(discarded)),
+        Ok(_) => Ok(Reconciled::Mismatch(
+            "unexpected reply to Auto-Recover".into(),
+        )),
+        Err(e) => Ok(Reconciled::Mismatch(format!(
+            "checkpoint mismatch: module {serial} is ahead of the module table and Auto-Recover refused: {e}"
+        ))),
     }
 }
 

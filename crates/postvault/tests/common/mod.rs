@@ -3,6 +3,8 @@
 
 use std::process::{Command, Output};
 
+pub mod server;
+
 /// Runs the `postvault` binary with `args`.
 pub fn postvault(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_postvault"))
