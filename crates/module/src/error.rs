@@ -277,7 +277,7 @@ impl core::fmt::Display for PsdCheck {
             PsdCheck::CustomerId => "the customer id is not the one this meter is assigned to",
             PsdCheck::Session => "the session or a message in it does not open (altered, replayed into another session, or expired)",
             PsdCheck::Inhibited => "the module is inhibited from PSD work after a failed checkpoint recovery; an operator must recover it",
-            PsdCheck::CheckpointMismatch => "the database's checkpoint record is not the module's newest (run Auto-Recover)",
+            PsdCheck::CheckpointMismatch => "the database's checkpoint record is not the module's newest (checkpoint mismatch: a database restored from an older copy, or a transaction never committed)",
             PsdCheck::CheckpointMac => "the checkpoint record's MAC does not verify",
             PsdCheck::PackageMac => "the package MAC does not verify (altered, or not this vault's)",
             PsdCheck::PackageStale => "the package is older than the module's last transaction on this meter",

@@ -892,6 +892,7 @@ fn bench(iterations: u32) -> Result<(), CliError> {
 }
 
 fn quickstart_cmd(dir: &Path, serve_after: bool) -> Result<(), CliError> {
+    serve::init_logs("warn");
     let outcome = quickstart::run(dir, serve_after, &mut |line| println!("{line}"))?;
     let data = postvault_server::config::DataDir::new(dir);
     let psd = dir.join("demo").join("psd.pem");

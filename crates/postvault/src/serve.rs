@@ -226,6 +226,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Server logs to stderr at `level` (or as `RUST_LOG` says).
+pub fn init_logs(level: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// `postvault serve`: logs to stderr, serves until Ctrl-C.
 ///
 /// # Errors
@@ -236,14 +248,7 @@ pub fn serve_cmd(
     listen: Option<&str>,
     auto_approve: bool,
 ) -> Result<(), CliError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_logs("info");
     let data = DataDir::new(dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
