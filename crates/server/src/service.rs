@@ -436,7 +436,16 @@ impl<S: Store> Service<S> {
                 control_total: body.ar.checked_add(body.dr).unwrap_or(Money(u64::MAX)),
             })
             .await;
-        if let Err(ServiceError::Vault(VaultError::Module(_))) = &result {
+        // Only the module's definitive refusals close the purchase; a transient
+        // failure (a busy meter, a stopped vault) leaves it pending.
+        if let Err(ServiceError::Vault(VaultError::Module(postvault_module::Error::PsdCheck(
+            postvault_module::PsdCheck::DrCeiling
+            | postvault_module::PsdCheck::ArCeiling
+            | postvault_module::PsdCheck::ControlTotal
+            | postvault_module::PsdCheck::State
+            | postvault_module::PsdCheck::KeyExpired,
+        )))) = &result
+        {
             let mut tx = self.vault.store().begin().await?;
             tx.set_purchase_status(device.to_bytes(), purchase_id, PurchaseStatus::Refused)
                 .await?;
@@ -472,14 +481,12 @@ impl<S: Store> Service<S> {
             )
             .await?
         {
-            SignOn::SignedOn { session, answer } => {
-                Ok(SignedOn {
-                    session: hex::encode(session),
-                    answer: hex::encode(answer),
-                    device_id: hex::encode(device.to_bytes()),
-                    certificate: self.certificate_pem(device).await?,
-                })
-            }
+            SignOn::SignedOn { session, answer } => Ok(SignedOn {
+                session: hex::encode(session),
+                answer: hex::encode(answer),
+                device_id: hex::encode(device.to_bytes()),
+                certificate: self.certificate_pem(device).await?,
+            }),
             SignOn::Refused { failures, locked } => {
                 Err(ServiceError::WrongPassphrase { failures, locked })
             }

@@ -477,7 +477,7 @@ impl<S: Store> Vault<S> {
         }
         let mut held = self.hold().await?;
         let module = held.m.serial.clone();
-        let before = self.store.checkpoint(&module).await?;
+        let before = tx.checkpoint(&module).await?;
         let first = match self.postal(
             &mut held,
             before.as_deref(),
@@ -556,7 +556,7 @@ impl<S: Store> Vault<S> {
         let package = PsdPackage::decode(&row.package)?;
         let mut held = self.hold().await?;
         let module = held.m.serial.clone();
-        let before = self.store.checkpoint(&module).await?;
+        let before = tx.checkpoint(&module).await?;
         let reply = match self.postal(&mut held, before.as_deref(), command(package)) {
             Ok(r) => r,
             Err(e) => return self.finish_psd(&mut held, false, None, Err(e)).await,

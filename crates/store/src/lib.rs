@@ -301,6 +301,10 @@ pub trait MeterTx: Send {
         device_id: [u8; 6],
     ) -> impl Future<Output = Result<Option<PackageRow>>> + Send;
 
+    /// The module table's record for a module, read in this transaction (a
+    /// transaction must not wait for a second connection of its pool).
+    fn checkpoint(&mut self, serial: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
     /// Stores a package if the stored one's MAC is `expected` (`None`: no
     /// package yet for this meter).
     fn put_package(

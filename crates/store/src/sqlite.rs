@@ -536,6 +536,14 @@ impl MeterTx for SqliteTx {
         Ok(())
     }
 
+    async fn checkpoint(&mut self, serial: &str) -> Result<Option<Vec<u8>>> {
+        sqlx::query_scalar("SELECT checkpoint FROM module_table WHERE serial = ?")
+            .bind(serial)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db)
+    }
+
     async fn put_purchase(&mut self, row: &PurchaseRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO purchases (device_id, id, amount, control_total, status, created_at) \
