@@ -372,7 +372,11 @@ impl Customer {
             self.sign_on().await?;
         }
         match self.call_once(call).await {
-            Err(ClientError::Api { error, .. }) if error.code == "session" => {
+            // The session ended, or a counter was used by a run that died
+            // before saving the wallet: sign on again and retry once.
+            Err(ClientError::Api { error, .. })
+                if error.code == "session" || error.code == "replayed" =>
+            {
                 self.sign_on().await?;
                 self.call_once(call).await
             }
@@ -458,8 +462,11 @@ impl Customer {
         };
         match self.call(&call).await? {
             CallReply::Purchase { purchase, ar, dr } => {
-                let (ar, dr) = (Money::from_tenths(ar), Money::from_tenths(dr));
-                Ok((purchase, ar, dr))
+                // The next purchase's control total and request's registers
+                // start from here (the PSD's next reply confirms them).
+                self.wallet.contents.ar = ar;
+                self.wallet.contents.dr = dr;
+                Ok((purchase, Money::from_tenths(ar), Money::from_tenths(dr)))
             }
             _ => Err(check("unexpected reply")),
         }

@@ -201,6 +201,13 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::io(Path::new(listen), &e))?;
+    if !addr.ip().is_loopback() {
+        // The CA and provider keys of a development vault are files in its
+        // directory: whoever reaches the server must be on this machine.
+        return Err(CliError::Input(format!(
+            "{addr} is not a loopback address: a development vault (CA and provider keys on disk) serves 127.0.0.1 only"
+        )));
+    }
     bound(addr);
     let auditor = {
         let service = service.clone();
@@ -223,6 +230,9 @@ pub async fn serve(
         .vault()
         .shutdown()
         .map_err(|e| CliError::Check(format!("power-off: {e}")))?;
+    // Closing the pools checkpoints the WAL into the database files, so a
+    // stopped vault is whole in vault.db and audit.db (for backups).
+    service.vault().store().close().await;
     Ok(())
 }
 

@@ -102,3 +102,30 @@ fn quickstart_on_a_restored_database_exits_with_the_vaults_error() {
         text(&third)
     );
 }
+
+#[test]
+fn restoring_the_vault_and_audit_databases_together_is_not_taken_for_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    assert!(quickstart(&dir).status.success());
+    let backup = tmp.path().join("backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    for f in ["vault.db", "audit.db"] {
+        std::fs::copy(dir.join(f), backup.join(f)).unwrap();
+    }
+    assert!(quickstart(&dir).status.success());
+    for f in ["vault.db", "audit.db"] {
+        std::fs::copy(backup.join(f), dir.join(f)).unwrap();
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{f}{ext}")));
+        }
+    }
+    // The modules printed after the backup; with both databases rewound only
+    // the modules' own logs remember it, and they show a clean power-off after
+    // those transactions: the vault must refuse rather than hand their value back.
+    let third = quickstart(&dir);
+    assert!(!third.status.success(), "{}", text(&third));
+    let out = text(&third);
+    assert!(out.contains("restored together"), "{out}");
+    assert!(!out.contains("Auto-Recover discarded"), "{out}");
+}

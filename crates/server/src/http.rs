@@ -192,9 +192,7 @@ impl IntoResponse for Failure {
             "internal" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::CONFLICT,
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self.0, "request failed");
-        } else {
+        if status != StatusCode::INTERNAL_SERVER_ERROR {
             tracing::info!(code, "refused: {message}");
         }
         let (failures, locked) = match &self.0 {

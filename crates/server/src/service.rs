@@ -672,7 +672,7 @@ impl<S: Store> Service<S> {
 pub fn error_code(e: &ServiceError) -> (&'static str, String) {
     use postvault_module::Error as M;
     use postvault_module::PsdCheck as P;
-    let message = e.to_string();
+    let mut message = e.to_string();
     let code = match e {
         ServiceError::BadRequest(_) => "bad_request",
         ServiceError::WrongPassphrase { locked: true, .. } => "locked",
@@ -708,14 +708,15 @@ pub fn error_code(e: &ServiceError) -> (&'static str, String) {
             _ => "internal",
         },
     };
+    if code == "internal" {
+        tracing::error!(error = %e, "internal error");
+        message = "internal error (the server's log has the details)".into();
+    }
     (code, message)
 }
 
 fn refused(e: &ServiceError) -> CallReply {
     let (code, message) = error_code(e);
-    if code == "internal" {
-        tracing::error!(error = %e, "call failed");
-    }
     CallReply::Refused {
         code: code.into(),
         message,

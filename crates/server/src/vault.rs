@@ -172,7 +172,7 @@ impl<S: Store> Vault<S> {
             let table = store.checkpoint(&serial).await?;
             let mut mismatch = None;
             if newest != table {
-                match reconcile(&store, &serial, &mut host, table.as_deref()).await? {
+                match reconcile(&store, &serial, dir, &mut host, table.as_deref()).await? {
                     Reconciled::Recovered(n) => tracing::warn!(
                         module = %serial,
                         discarded = n,
@@ -865,16 +865,26 @@ impl Done {
     }
 }
 
+/// Most PSD transactions one operation makes (meter generation makes two).
+const MAX_IN_FLIGHT: usize = 2;
+
 /// A module whose newest checkpoint is not the module table's, at start. The
 /// audit database tells a crash from a restore: the vault stores a PSD
 /// transaction's audit entries only after its commit, so an entry there for a
 /// transaction newer than the table's record (and not discarded since) means
-/// the vault database lost committed work. Without one, the transactions the
-/// module is ahead by were never committed, nothing was released for them,
-/// and Auto-Recover may discard them.
+/// the vault database lost committed work.
+///
+/// Without one, it is a crash only if the module's own log says so too: the
+/// entries the audit database lacks must be the PSD entries of one operation
+/// (at most [`MAX_IN_FLIGHT`], all newer than the table's record) followed only
+/// by this start's boot entry, and that boot must have found an unclean
+/// power-off. Anything else (a clean power-off after the transaction, other
+/// work after it, more missing entries) means the audit database was restored
+/// together with the vault database: a mismatch, never an automatic recovery.
 async fn reconcile<S: Store>(
     store: &S,
     serial: &str,
+    dir: &Path,
     host: &mut ModuleHost,
     table: Option<&[u8]>,
 ) -> Result<Reconciled> {
@@ -920,6 +930,11 @@ async fn reconcile<S: Store>(
             b.package_sequence
         )));
     }
+    if let Some(why) = not_a_crash(store, serial, dir, table_counter).await? {
+        return Ok(Reconciled::Mismatch(format!(
+            "checkpoint mismatch: module {serial} is ahead of the module table, and {why}: the vault and audit databases were restored together, or lost writes"
+        )));
+    }
     match host.call(Outer::AutoRecoverCheckpoint { checkpoint: record }) {
         Ok(OuterReply::Recovered { discarded }) => Ok(Reconciled::Recovered(discarded)),
         Ok(_) => Ok(Reconciled::Mismatch(
@@ -929,6 +944,57 @@ async fn reconcile<S: Store>(
             "checkpoint mismatch: module {serial} is ahead of the module table and Auto-Recover refused: {e}"
         ))),
     }
+}
+
+/// Why the entries the audit database lacks are not the shape a crash before
+/// commit leaves (see [`reconcile`]); `None` if they are.
+async fn not_a_crash<S: Store>(
+    store: &S,
+    serial: &str,
+    dir: &Path,
+    table_counter: u64,
+) -> Result<Option<String>> {
+    use postvault_module::audit::AuditData;
+
+    let path = dir.join(crate::moduledir::AUDIT_LOG);
+    let bytes =
+        std::fs::read(&path).map_err(|e| VaultError::Pool(format!("{}: {e}", path.display())))?;
+    let own = postvault_module::audit::parse_log(&bytes)
+        .map_err(|e| VaultError::Pool(format!("{}: {e}", path.display())))?;
+    let next = usize::try_from(store.audit_next(serial).await?).unwrap_or(usize::MAX);
+    let missing: Vec<AuditData> = own
+        .iter()
+        .skip(next)
+        .map(|e| e.decode_body().map(|b| b.data))
+        .collect::<postvault_module::Result<_>>()?;
+    // The boots since (one per start, more if a start was itself interrupted).
+    let is_boot = |d: &AuditData| matches!(d, AuditData::Boot(_) | AuditData::Resumed(_));
+    let boots = missing.iter().rev().take_while(|d| is_boot(d)).count();
+    let (work, boots) = missing.split_at(missing.len().saturating_sub(boots));
+    match boots.first() {
+        Some(AuditData::Boot(_)) => {}
+        Some(_) => {
+            return Ok(Some(
+                "its log shows a clean power-off after the transactions".into(),
+            ));
+        }
+        None => return Ok(Some("its log shows no start since the transactions".into())),
+    }
+    if work.is_empty() || work.len() > MAX_IN_FLIGHT {
+        return Ok(Some(format!(
+            "the audit database lacks {} entries of its log, not the one operation a crash interrupts",
+            work.len()
+        )));
+    }
+    if !work
+        .iter()
+        .all(|d| matches!(d, AuditData::Psd(b) if b.counter > table_counter))
+    {
+        return Ok(Some(
+            "the audit database lacks entries older than the uncommitted transactions".into(),
+        ));
+    }
+    Ok(None)
 }
 
 /// Brings the store's copy of a module's audit log up to the module's own log

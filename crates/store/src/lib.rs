@@ -346,10 +346,11 @@ pub trait MeterTx: Send {
     /// [`StoreError::Duplicate`] if the meter has a purchase with this id.
     fn put_purchase(&mut self, row: &PurchaseRow) -> impl Future<Output = Result<()>> + Send;
 
-    /// Changes a purchase's status.
+    /// Changes a pending purchase's status (once: a purchase that is done or
+    /// refused stays so, so two approvals cannot both download it).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if there is no such purchase.
+    /// [`StoreError::NotFound`] if there is no such pending purchase.
     fn set_purchase_status(
         &mut self,
         device_id: [u8; 6],

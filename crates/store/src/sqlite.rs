@@ -566,18 +566,20 @@ impl MeterTx for SqliteTx {
         id: &str,
         status: PurchaseStatus,
     ) -> Result<()> {
-        let done = sqlx::query("UPDATE purchases SET status = ? WHERE device_id = ? AND id = ?")
-            .bind(status.name())
-            .bind(device_id.to_vec())
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE purchases SET status = ? WHERE device_id = ? AND id = ? AND status = 'pending'",
+        )
+        .bind(status.name())
+        .bind(device_id.to_vec())
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db)?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {
             Err(StoreError::NotFound {
-                what: "no such purchase",
+                what: "no such pending purchase",
             })
         }
     }
