@@ -78,6 +78,9 @@ pub enum FailPoint {
     AfterCurrentState,
     /// After the actions, before the persistent state is written.
     BeforePersistentState,
+    /// After a PSD command wrote its checkpoint, before its audit entry (a
+    /// power loss between the two NVM writes).
+    AfterCheckpoint,
 }
 
 /// Module identity and configuration: the layout of NVM slot [`Slot::Identity`].
@@ -95,7 +98,16 @@ pub struct Identity {
     pub config: ModuleConfig,
 }
 
-/// The audit chain head: the layout of NVM slot [`Slot::AuditHead`].
+/// How many of its newest entries the module keeps in NVM beside the chain head.
+pub const AUDIT_JOURNAL: usize = 8;
+
+/// The audit chain head: the layout of NVM slot [`Slot::AuditHead`] (version 2).
+///
+/// The newest entries travel with the head, written in the same NVM record, so
+/// a host that died between the module's write and its own append of the entry
+/// takes them again at the next power-on ([`Outer::Resync`]). Version 1 (the
+/// first three fields) is read and upgraded: an empty journal, and the newest
+/// checkpoint taken as audited.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct AuditHead {
     /// Sequence number of the next entry.
@@ -104,6 +116,48 @@ pub struct AuditHead {
     pub last_hash: [u8; 32],
     /// Entries since the last signed one.
     pub since_signed: u32,
+    /// The newest entries, oldest first (at most [`AUDIT_JOURNAL`]).
+    pub journal: Vec<AuditEntry>,
+    /// The checkpoint counter whose transaction the chain records last: a newer
+    /// checkpoint in NVM is a transaction whose entry a power loss prevented,
+    /// and the next boot records it.
+    pub audited_checkpoint: u64,
+}
+
+/// Version 1 of [`AuditHead`].
+#[derive(Deserialize)]
+struct AuditHeadV1 {
+    next_seq: u64,
+    last_hash: [u8; 32],
+    since_signed: u32,
+}
+
+/// Reads the audit head of any version.
+fn read_audit_head<N: Nvm>(nvm: &N) -> Result<Option<AuditHead>> {
+    let Some(bytes) = nvm.read(Slot::AuditHead)? else {
+        return Ok(None);
+    };
+    if let Ok(h) = codec::decode::<AuditHead>(&bytes, "audit head") {
+        return Ok(Some(h));
+    }
+    let v1: AuditHeadV1 = codec::decode(&bytes, "audit head v1")?;
+    // The upgrade step: nothing journalled yet; whatever checkpoint is in NVM
+    // was written by a version that audited it in the same command.
+    let audited_checkpoint = match nvm.read(Slot::Checkpoints)? {
+        Some(b) => codec::decode::<CheckpointStore>(&b, "checkpoints")?
+            .newest()
+            .map(|r| r.peek().map(|body| body.counter))
+            .transpose()?
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(Some(AuditHead {
+        next_seq: v1.next_seq,
+        last_hash: v1.last_hash,
+        since_signed: v1.since_signed,
+        journal: Vec::new(),
+        audited_checkpoint,
+    }))
 }
 
 /// The transport private key: the layout of NVM slot [`Slot::Transport`].
@@ -188,7 +242,11 @@ impl<N: Nvm> Module<N> {
             });
         }
         if !self.booted {
-            if let Err(e) = self.boot(request_command(&request), audit) {
+            let resync_from = match &request {
+                Outer::Resync { host_next } => Some(*host_next),
+                _ => None,
+            };
+            if let Err(e) = self.boot(request_command(&request), resync_from, audit) {
                 // A power-on that could not complete leaves the module unusable
                 // until the next power-on; nothing is recorded as a clean power-off.
                 self.current = ModuleState::Error;
@@ -198,7 +256,9 @@ impl<N: Nvm> Module<N> {
             self.booted = true;
         }
         match request {
-            Outer::GetStatus => Ok(OuterReply::Status(Box::new(self.status()))),
+            Outer::GetStatus | Outer::Resync { .. } => {
+                Ok(OuterReply::Status(Box::new(self.status())))
+            }
             Outer::StartInitialization(config) => {
                 let proof = self.guard(Command::StartInitialization, false, audit)?;
                 self.start_initialization(&proof, config, audit)
@@ -386,7 +446,12 @@ impl<N: Nvm> Module<N> {
         self.nvm.remove(Slot::Power)
     }
 
-    fn boot(&mut self, command: Option<Command>, audit: &mut Vec<AuditEntry>) -> Result<()> {
+    fn boot(
+        &mut self,
+        command: Option<Command>,
+        resync_from: Option<u64>,
+        audit: &mut Vec<AuditEntry>,
+    ) -> Result<()> {
         let found: ModuleState = self
             .read(Slot::State)?
             .unwrap_or(ModuleState::Uninitialized);
@@ -436,6 +501,34 @@ impl<N: Nvm> Module<N> {
         }
         // The first command after every power-on gets a signed entry, so a damaged
         // audit capability lets at most one command run (seed 001).
+        // A host that lost the newest entries (it died before appending them)
+        // takes them again first, from the journal in NVM.
+        if let Some(from) = resync_from {
+            let head = read_audit_head(&self.nvm)?.unwrap_or_default();
+            audit.extend(
+                head.journal
+                    .iter()
+                    .filter(|e| e.decode_body().is_ok_and(|b| b.seq >= from))
+                    .cloned(),
+            );
+        }
+        // A transaction whose checkpoint reached NVM but whose entry did not
+        // (power lost between the two writes) is recorded now, before the boot.
+        let head = read_audit_head(&self.nvm)?.unwrap_or_default();
+        if let Ok(store) = self.checkpoints()
+            && let Some(newest) = store.newest()
+            && let Ok(body) = newest.peek()
+            && body.counter > head.audited_checkpoint
+        {
+            let command = transaction_command(body.transaction);
+            let entry = self.record(
+                Some(command),
+                REASON_OK,
+                AuditData::Psd(Box::new(body)),
+                true,
+            )?;
+            audit.push(entry);
+        }
         let (reason, data) = match outcome {
             Some(outcome) => (REASON_BOOT, AuditData::Boot(outcome)),
             None => (REASON_RESUME, AuditData::Resumed(self.current)),
@@ -468,7 +561,7 @@ impl<N: Nvm> Module<N> {
         data: AuditData,
         force_sign: bool,
     ) -> Result<AuditEntry> {
-        let head: AuditHead = match self.read(Slot::AuditHead) {
+        let head: AuditHead = match read_audit_head(&self.nvm) {
             Ok(Some(h)) => h,
             _ => return Err(self.fatal("the audit chain head is lost; the module must be reset")),
         };
@@ -483,6 +576,12 @@ impl<N: Nvm> Module<N> {
         let sign = force_sign
             || core::mem::take(&mut self.force_sign_next)
             || head.since_signed.saturating_add(1) >= interval;
+        // The checkpoint this entry accounts for, if it is about one.
+        let audited = match &data {
+            AuditData::Psd(b) | AuditData::CheckpointAccepted(b) => Some(b.counter),
+            AuditData::CheckpointRecovered { accepted, .. } => Some(accepted.counter),
+            _ => None,
+        };
         let body = EntryBody {
             seq: head.next_seq,
             prev_hash: head.last_hash,
@@ -514,6 +613,10 @@ impl<N: Nvm> Module<N> {
             None
         };
         let entry = AuditEntry { body, signature };
+        let mut journal = head.journal;
+        journal.push(entry.clone());
+        let excess = journal.len().saturating_sub(AUDIT_JOURNAL);
+        journal.drain(..excess);
         let next = AuditHead {
             next_seq: head.next_seq.saturating_add(1),
             last_hash: entry.hash(),
@@ -522,6 +625,8 @@ impl<N: Nvm> Module<N> {
             } else {
                 head.since_signed.saturating_add(1)
             },
+            journal,
+            audited_checkpoint: audited.unwrap_or(head.audited_checkpoint),
         };
         if self.write(Slot::AuditHead, &next).is_err() {
             return Err(self.fatal("the audit chain head could not be stored"));
@@ -1315,6 +1420,7 @@ impl<N: Nvm> Module<N> {
         let body = store.next_body(&serial, step.facts)?;
         let record = CheckpointRecord::seal(&body, &Self::checkpoint_key(&card))?;
         self.write(Slot::Checkpoints, &store.pushed(record.clone()))?;
+        self.fail_point(FailPoint::AfterCheckpoint)?;
         Ok((
             PostalReply {
                 package: step.package,
@@ -1430,8 +1536,7 @@ impl<N: Nvm> Module<N> {
     // ----- status ------------------------------------------------------------
 
     fn status(&self) -> Status {
-        let head: AuditHead = self
-            .read(Slot::AuditHead)
+        let head: AuditHead = read_audit_head(&self.nvm)
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -1477,16 +1582,31 @@ impl<N: Nvm> Module<N> {
 /// # Errors
 /// [`Error::Nvm`] or [`Error::Malformed`].
 pub fn stored_audit_head<N: Nvm>(nvm: &N) -> Result<Option<(u64, [u8; 32])>> {
-    let head: Option<AuditHead> = nvm
-        .read(Slot::AuditHead)?
-        .map(|b| codec::decode(&b, "audit head"))
-        .transpose()?;
-    Ok(head.map(|h| (h.next_seq, h.last_hash)))
+    Ok(read_audit_head(nvm)?.map(|h| (h.next_seq, h.last_hash)))
+}
+
+/// The command that makes a transaction of this type.
+fn transaction_command(t: crate::checkpoint::Transaction) -> Command {
+    use crate::checkpoint::Transaction as T;
+    match t {
+        T::Initialize => Command::InitializePsd,
+        T::Authorize => Command::AuthorizePsd,
+        T::Configure => Command::ConfigurePsd,
+        T::AuthorizeCustomer => Command::AuthorizeCustomer,
+        T::Download => Command::PostageValueDownload,
+        T::Indicium => Command::CreateIndicium,
+        T::Correction => Command::CreateCorrectionIndicium,
+        T::Refund => Command::CreateRefundIndicium,
+        T::Redate => Command::RedateIndicium,
+        T::BeginPasswordReset => Command::BeginPasswordReset,
+        T::CompletePasswordReset => Command::CompletePasswordReset,
+        T::SignOn | T::SignOnRefused => Command::SignOn,
+    }
 }
 
 fn request_command(request: &Outer) -> Option<Command> {
     match request {
-        Outer::GetStatus => Some(Command::GetStatus),
+        Outer::GetStatus | Outer::Resync { .. } => Some(Command::GetStatus),
         Outer::StartInitialization(_) => Some(Command::StartInitialization),
         Outer::Reset => Some(Command::Reset),
         Outer::OpenSession { .. } => Some(Command::OpenSession),

@@ -127,6 +127,13 @@ impl ModuleConfig {
 pub enum Outer {
     /// Status report.
     GetStatus,
+    /// Status report, sent by a host as the first request after power-on: the
+    /// audit output starts with the journalled entries from `host_next` on that
+    /// the host's log lacks (it died before appending them), then the boot's.
+    Resync {
+        /// The sequence number the host's log expects next.
+        host_next: u64,
+    },
     /// Start Initialization with this configuration.
     StartInitialization(ModuleConfig),
     /// Erase everything.

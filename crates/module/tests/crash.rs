@@ -355,6 +355,7 @@ fn combine_shares_first_import_importing_shares_to_operational() {
                     matches!(clone.verify_token(&token).unwrap(), Response::TokenChecked { kcv: k, .. } if k == kcv)
                 );
             }
+            FailPoint::AfterCheckpoint => unreachable!("only state transitions are crashed here"),
         }
     }
 }
@@ -386,6 +387,7 @@ fn combine_shares_second_import_importing_shares_to_operational() {
             FailPoint::BeforePersistentState => {
                 assert_eq!(s.dormant_mks.map(|m| m.id), Some(new.id))
             }
+            FailPoint::AfterCheckpoint => unreachable!("only state transitions are crashed here"),
         }
     }
 }

@@ -72,8 +72,22 @@ pub type ModuleHost = Host<FileNvm, FileAuditSink>;
 /// [`postvault_module::Error::Nvm`] if the directory cannot be opened.
 pub fn power_on(dir: &Path) -> postvault_module::Result<ModuleHost> {
     let nvm = FileNvm::open(dir)?;
-    Ok(Host::new(
+    let mut host = Host::new(
         Module::new(nvm, Box::new(SystemClock)),
         FileAuditSink::in_dir(dir),
-    ))
+    );
+    // The first request tells the module where this log ends, so entries a
+    // crash kept from it come back from the module's journal first.
+    let log = dir.join(AUDIT_LOG);
+    let host_next = match std::fs::read(&log) {
+        Ok(bytes) => postvault_module::audit::parse_log(&bytes)
+            .ok()
+            .map(|entries| u64::try_from(entries.len()).unwrap_or(u64::MAX)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
+        Err(_) => None,
+    };
+    if let Some(host_next) = host_next {
+        host.call(postvault_module::wire::Outer::Resync { host_next })?;
+    }
+    Ok(host)
 }

@@ -133,9 +133,9 @@ impl<S: Store> Vault<S> {
     }
 
     /// [`Vault::open`], stopping PSD processing after `max_mismatches`
-    /// checkpoint mismatches between the module table and the modules: those
-    /// found now, comparing each module's newest record with the table's, and
-    /// those the modules report later.
+    /// checkpoint mismatches reported by the modules while running, and at
+    /// once if comparing each module's newest record with the table's now
+    /// finds one that is not a crash before commit (see `reconcile`).
     ///
     /// # Errors
     /// As [`Vault::open`].
@@ -207,12 +207,24 @@ impl<S: Store> Vault<S> {
             halted: AtomicBool::new(false),
         };
         let mut vault = vault;
+        let mut lost = false;
         for (m, mismatch) in modules {
             if let Some(why) = mismatch {
                 tracing::error!(module = %m.serial, "{why}");
                 vault.mismatch(&m.serial);
+                lost = true;
             }
             vault.modules.push(m);
+        }
+        // A mismatch found at start is evidence that the vault database lost
+        // committed work, and a restore rewinds every meter, not only those of
+        // the modules that notice: the other modules would serve the stale
+        // packages and print value already spent. So PSD work stops at once.
+        if lost && !vault.halted.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                mismatches = vault.mismatches.load(Ordering::SeqCst),
+                "STOPPING PSD processing: the module table is behind the modules' committed work (a database restored from an older copy?); an operator must investigate before the server is restarted"
+            );
         }
         Ok(vault)
     }
