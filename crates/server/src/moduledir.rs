@@ -62,6 +62,25 @@ impl AuditSink for FileAuditSink {
     }
 }
 
+/// The length of the longest prefix of a log made of whole length-prefixed
+/// records (a 4-byte big-endian length, then that many bytes).
+fn whole_records(bytes: &[u8]) -> usize {
+    let mut at = 0usize;
+    while let Some(len) = bytes
+        .get(at..at.saturating_add(4))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+    {
+        let end = at.saturating_add(4).saturating_add(len);
+        if end > bytes.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
 /// A powered-on software module with its audit log.
 pub type ModuleHost = Host<FileNvm, FileAuditSink>;
 
@@ -80,9 +99,26 @@ pub fn power_on(dir: &Path) -> postvault_module::Result<ModuleHost> {
     // crash kept from it come back from the module's journal first.
     let log = dir.join(AUDIT_LOG);
     let host_next = match std::fs::read(&log) {
-        Ok(bytes) => postvault_module::audit::parse_log(&bytes)
-            .ok()
-            .map(|entries| u64::try_from(entries.len()).unwrap_or(u64::MAX)),
+        Ok(bytes) => {
+            let whole = whole_records(&bytes);
+            if whole < bytes.len() {
+                // The host died partway through appending a record: keep the
+                // torn bytes aside as evidence and end the log at the last
+                // whole record; the module's journal has the entry again.
+                let torn = dir.join(format!("{AUDIT_LOG}.torn"));
+                let _ = std::fs::write(&torn, bytes.get(whole..).unwrap_or_default());
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .and_then(|f| f.set_len(u64::try_from(whole).unwrap_or(u64::MAX)))
+                    .map_err(|_| postvault_module::Error::Nvm {
+                        what: "the audit log's torn last record could not be cut".into(),
+                    })?;
+            }
+            postvault_module::audit::parse_log(bytes.get(..whole).unwrap_or_default())
+                .ok()
+                .map(|entries| u64::try_from(entries.len()).unwrap_or(u64::MAX))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
         Err(_) => None,
     };

@@ -521,3 +521,35 @@ async fn a_failure_before_commit_stores_nothing_and_the_vault_keeps_serving() {
     v.verify_audit().await.unwrap();
     v.shutdown().unwrap();
 }
+
+/// A host that died partway through appending an entry leaves a torn last
+/// record: at power-on the log is cut back to its last whole record (the torn
+/// bytes kept aside) and the module's journal gives the entry back, so the log
+/// verifies again, whole.
+#[tokio::test]
+async fn a_torn_audit_log_is_mended_from_the_module_journal_at_power_on() {
+    let f = fixture();
+    let dir = f.modules[0].clone();
+    let log = dir.join(postvault_server::moduledir::AUDIT_LOG);
+    let whole = std::fs::read(&log).unwrap();
+    let entries = postvault_module::audit::parse_log(&whole).unwrap();
+    // Tear the last record: keep only part of it.
+    let last = entries.last().unwrap().to_stored().unwrap();
+    let torn_at = whole.len() - last.len() / 2;
+    std::fs::write(&log, &whole[..torn_at]).unwrap();
+    assert!(postvault_module::audit::parse_log(&whole[..torn_at]).is_err());
+
+    let mut host = postvault_server::moduledir::power_on(&dir).unwrap();
+    let mended = std::fs::read(&log).unwrap();
+    assert!(
+        mended.starts_with(&whole),
+        "the lost record is back, byte for byte, before the new boot entry"
+    );
+    let summary = postvault_module::audit::verify_log(&mended, None).unwrap();
+    assert_eq!(summary.entries, entries.len() + 1, "the boot entry follows");
+    assert_eq!(
+        std::fs::read(dir.join("audit.log.torn")).unwrap(),
+        whole[whole.len() - last.len()..torn_at].to_vec()
+    );
+    host.shutdown().unwrap();
+}
