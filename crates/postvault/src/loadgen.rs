@@ -115,6 +115,12 @@ pub async fn measure(url: &str, clients: usize, seconds: u64) -> Result<Figures,
                 let t = Instant::now();
                 match c.print(Money::from_cents(POSTAGE_CENTS)?, 1, None).await {
                     Ok(_) => lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    // Spent: buy more (not timed), or stop if the meter may hold no more.
+                    Err(e) if e.code() == Some("insufficient_funds") => {
+                        if c.buy(Money::from_cents(BUY_CENTS)?).await.is_err() {
+                            break;
+                        }
+                    }
                     Err(_) => errors += 1,
                 }
             }
