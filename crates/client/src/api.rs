@@ -21,6 +21,10 @@ pub struct VaultInfo {
     pub name: String,
     /// The vendor key (HPKE, X25519), hex: sign-ons and registration secrets are sealed to it.
     pub vendor_key: String,
+    /// The registration signing key's signature over the vendor key: algorithm id.
+    pub vendor_key_signature_alg: u8,
+    /// The signature, hex: a client checks it before sealing anything to the vendor key.
+    pub vendor_key_signature: String,
     /// The registration signing key's algorithm id.
     pub registration_signing_alg: u8,
     /// The registration signing public key, hex.

@@ -194,6 +194,10 @@ pub struct Registration<'a> {
     pub licensing_zip: u32,
     /// The CA to require, PEM (otherwise the server's is pinned on first use).
     pub expect_ca: Option<&'a str>,
+    /// The vault's registration signing key to require, hex (otherwise the
+    /// server's is trusted on first use): it signs the vendor key, so a
+    /// substituted vendor key is caught before any secret is sealed to it.
+    pub expect_vault_key: Option<&'a str>,
     /// Argon2id cost for the passphrase hash and the wallet.
     pub kdf: Argon2Params,
 }
@@ -222,6 +226,31 @@ impl Customer {
     /// The server's refusal; [`ClientError::Check`] if anything fails to verify.
     pub async fn register(conn: Connection, r: &Registration<'_>) -> Result<Self, ClientError> {
         let info = conn.vault_info().await?;
+        if let Some(key) = r.expect_vault_key
+            && !key
+                .trim()
+                .eq_ignore_ascii_case(&info.registration_signing_key)
+        {
+            return Err(check(
+                "the server's registration signing key is not the one expected",
+            ));
+        }
+        let card = postvault_module::cryptocard::CardPublic {
+            registration_signing: (
+                info.registration_signing_alg,
+                unhex(&info.registration_signing_key, "registration signing key")?,
+            ),
+            registration_hpke: unhex(&info.vendor_key, "vendor key")?
+                .try_into()
+                .map_err(|_| check("vendor key: 32 bytes"))?,
+        };
+        card.verify_vendor_key(&(
+            info.vendor_key_signature_alg,
+            unhex(&info.vendor_key_signature, "vendor key signature")?,
+        ))
+        .map_err(|_| {
+            check("the vendor key is not signed by the vault's registration signing key")
+        })?;
         if let Some(ca) = r.expect_ca
             && Certificate::from_pem(ca)?.der()
                 != Certificate::from_pem(&info.ca_certificate)?.der()
@@ -267,6 +296,16 @@ impl Customer {
         if body.device_id != device {
             return Err(check("the registration reply is for another meter"));
         }
+        let signature = reply
+            .registration
+            .as_ref()
+            .ok_or_else(|| check("the registration reply is not signed"))?;
+        card.verify_registration(&device, r.customer_id, &body.challenge, signature)
+            .map_err(|_| {
+                check(
+                    "the registration reply is not signed by the vault's registration signing key",
+                )
+            })?;
         let contents = WalletContents {
             vault: PinnedVault {
                 server: conn.base().to_owned(),

@@ -109,7 +109,114 @@ pub struct CryptoCard {
     pub checkpoint_mac: Zeroizing<[u8; 32]>,
 }
 
+/// What the registration signing key signs about the vendor key.
+const VENDOR_KEY_LABEL: &[u8] = b"postvault vendor key v1";
+/// What the registration signing key signs when new customer secrets are installed.
+const REGISTRATION_LABEL: &[u8] = b"postvault registration v1";
+
+fn registration_message(
+    device_id: &[u8; 6],
+    customer_id: &str,
+    challenge: &[u8; 16],
+    vendor_key: &[u8; 32],
+) -> Vec<u8> {
+    let id_len = u32::try_from(customer_id.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes();
+    [
+        REGISTRATION_LABEL,
+        device_id.as_slice(),
+        &id_len,
+        customer_id.as_bytes(),
+        challenge.as_slice(),
+        vendor_key.as_slice(),
+    ]
+    .concat()
+}
+
+fn check_signature(key: &(u8, Vec<u8>), message: &[u8], signature: &(u8, Vec<u8>)) -> Result<()> {
+    let pk = postvault_crypto::sig::PublicKey::from_bytes(SigAlg::from_id(key.0)?, &key.1)?;
+    let sig =
+        postvault_crypto::sig::Signature::from_bytes(SigAlg::from_id(signature.0)?, &signature.1)?;
+    pk.verify(message, &sig)?;
+    Ok(())
+}
+
+impl CardPublic {
+    /// Client: checks the registration signing key's signature over the vendor
+    /// key (the client holds the signing key's public half from a trusted source).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if it does not verify.
+    pub fn verify_vendor_key(&self, signature: &(u8, Vec<u8>)) -> Result<()> {
+        check_signature(
+            &self.registration_signing,
+            &[VENDOR_KEY_LABEL, self.registration_hpke.as_slice()].concat(),
+            signature,
+        )
+    }
+
+    /// Client: checks the module's signature over a registration (the meter,
+    /// the customer id, the reply's challenge and the vendor key).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if it does not verify.
+    pub fn verify_registration(
+        &self,
+        device_id: &[u8; 6],
+        customer_id: &str,
+        challenge: &[u8; 16],
+        signature: &(u8, Vec<u8>),
+    ) -> Result<()> {
+        check_signature(
+            &self.registration_signing,
+            &registration_message(device_id, customer_id, challenge, &self.registration_hpke),
+            signature,
+        )
+    }
+}
+
 impl CryptoCard {
+    fn sign(&self, message: &[u8]) -> Result<(u8, Vec<u8>)> {
+        let key = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &self.registration_signing)?;
+        let s = key.sign(message)?;
+        Ok((s.alg().id(), s.as_bytes().to_vec()))
+    }
+
+    /// The registration signing key's signature over the vendor key.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`].
+    pub(crate) fn sign_vendor_key(&self) -> Result<(u8, Vec<u8>)> {
+        let public = hpke::PrivateKey::from_secret(postvault_crypto::Secret32::from_bytes(
+            *self.registration_hpke,
+        ))?
+        .public_key()?;
+        self.sign(&[VENDOR_KEY_LABEL, public.as_bytes().as_slice()].concat())
+    }
+
+    /// The registration signing key's signature over a registration.
+    ///
+    /// # Errors
+    /// [`Error::Crypto`].
+    pub(crate) fn sign_registration(
+        &self,
+        device_id: &[u8; 6],
+        customer_id: &str,
+        challenge: &[u8; 16],
+    ) -> Result<(u8, Vec<u8>)> {
+        let public = hpke::PrivateKey::from_secret(postvault_crypto::Secret32::from_bytes(
+            *self.registration_hpke,
+        ))?
+        .public_key()?;
+        self.sign(&registration_message(
+            device_id,
+            customer_id,
+            challenge,
+            public.as_bytes(),
+        ))
+    }
+
     /// Generates the shared keys (on the master).
     ///
     /// # Errors

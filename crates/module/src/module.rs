@@ -259,6 +259,13 @@ impl<N: Nvm> Module<N> {
             Outer::GetStatus | Outer::Resync { .. } => {
                 Ok(OuterReply::Status(Box::new(self.status())))
             }
+            Outer::VendorKey => {
+                let card = self.crypto_card()?;
+                Ok(OuterReply::VendorKey {
+                    public: card.public()?,
+                    signature: card.sign_vendor_key()?,
+                })
+            }
             Outer::StartInitialization(config) => {
                 let proof = self.guard(Command::StartInitialization, false, audit)?;
                 self.start_initialization(&proof, config, audit)
@@ -1606,7 +1613,7 @@ fn transaction_command(t: crate::checkpoint::Transaction) -> Command {
 
 fn request_command(request: &Outer) -> Option<Command> {
     match request {
-        Outer::GetStatus | Outer::Resync { .. } => Some(Command::GetStatus),
+        Outer::GetStatus | Outer::Resync { .. } | Outer::VendorKey => Some(Command::GetStatus),
         Outer::StartInitialization(_) => Some(Command::StartInitialization),
         Outer::Reset => Some(Command::Reset),
         Outer::OpenSession { .. } => Some(Command::OpenSession),

@@ -248,13 +248,22 @@ pub struct CustomerReply {
     pub body: CustomerReplyBody,
     /// HMAC-SHA-256 under HMK over a label and the body's encoding.
     pub mac: [u8; 32],
+    /// On the replies that install new secrets (Configure PSD, Complete
+    /// password reset): the crypto-card's registration signing key's signature
+    /// over the meter, the customer id, the new challenge and the vendor key
+    /// (see [`crate::cryptocard::CardPublic::verify_registration`]).
+    pub registration: Option<(u8, Vec<u8>)>,
 }
 
 impl CustomerReply {
     fn seal(body: CustomerReplyBody, hmk: &Secret32) -> Result<Self> {
         let bytes = codec::encode(&body)?;
         let mac = mac::hmac_sha256(hmk, &[REPLY_LABEL, &bytes]);
-        Ok(Self { body, mac })
+        Ok(Self {
+            body,
+            mac,
+            registration: None,
+        })
     }
 
     /// The client side: checks the module's MAC.
@@ -665,7 +674,7 @@ fn install_secrets(
         failed_sign_ons: 0,
         ..advanced(body, ctx.now)
     };
-    let reply = CustomerReply::seal(
+    let mut reply = CustomerReply::seal(
         CustomerReplyBody {
             device_id: next.device_id,
             echoed: [0; 16],
@@ -677,6 +686,11 @@ fn install_secrets(
         },
         &Secret32::from_bytes(*secrets.hmk),
     )?;
+    reply.registration = Some(ctx.card.sign_registration(
+        &next.device_id,
+        customer_id,
+        &next.last_challenge,
+    )?);
     Ok((next, reply))
 }
 

@@ -134,6 +134,10 @@ pub enum Outer {
         /// The sequence number the host's log expects next.
         host_next: u64,
     },
+    /// The crypto-card's public keys and the registration signing key's
+    /// signature over the vendor key, for clients (a fixed public statement:
+    /// not audited, like Get Status).
+    VendorKey,
     /// Start Initialization with this configuration.
     StartInitialization(ModuleConfig),
     /// Erase everything.
@@ -206,6 +210,13 @@ pub enum OuterReply {
     },
     /// A reply, sealed.
     MessageSealed(Vec<u8>),
+    /// The crypto-card's public keys and the signature over the vendor key.
+    VendorKey {
+        /// The public keys.
+        public: crate::cryptocard::CardPublic,
+        /// The registration signing key's signature over the vendor key.
+        signature: (u8, Vec<u8>),
+    },
 }
 
 /// A module status report (Get Status).

@@ -59,6 +59,7 @@ async fn customer(url: &str, n: usize) -> Result<Customer, CliError> {
             passphrase: &passphrase,
             licensing_zip: 12_345 * 10_000,
             expect_ca: None,
+            expect_vault_key: None,
             kdf: Argon2Params::RECOMMENDED,
         },
     )

@@ -378,6 +378,10 @@ enum MeterCmd {
         /// Require this postal CA (PEM) instead of trusting the server's on first use.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Require this registration signing key (hex, as `vault init` prints
+        /// it) instead of trusting the server's on first use.
+        #[arg(long)]
+        vault_key: Option<String>,
     },
     /// Sign on: a new session; the PSD's signed audit response is checked.
     Login {
@@ -962,7 +966,14 @@ fn meter_cmd(cmd: MeterCmd) -> Result<(), CliError> {
             customer,
             zip,
             ca,
-        } => meter::register(&common(c), &customer, &zip, ca.as_deref()),
+            vault_key,
+        } => meter::register(
+            &common(c),
+            &customer,
+            &zip,
+            ca.as_deref(),
+            vault_key.as_deref(),
+        ),
         MeterCmd::Login { common: c } => meter::login(&common(c)),
         MeterCmd::Balance { common: c } => meter::balance(&common(c)),
         MeterCmd::Buy { common: c, amount } => meter::buy(&common(c), &amount),

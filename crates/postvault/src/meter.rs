@@ -193,6 +193,7 @@ pub fn register(
     customer_id: &str,
     zip: &str,
     expect_ca: Option<&Path>,
+    vault_key: Option<&str>,
 ) -> Result<(), CliError> {
     if common.wallet.exists() {
         return Err(CliError::Input(format!(
@@ -219,6 +220,7 @@ pub fn register(
             passphrase: &passphrase,
             licensing_zip,
             expect_ca: ca.as_deref(),
+            expect_vault_key: vault_key,
             kdf: CUSTOMER_KDF,
         },
     ));

@@ -138,6 +138,7 @@ async fn demo_customer(
                 passphrase: &passphrase,
                 licensing_zip: 12_345 * 10_000 + 6_789,
                 expect_ca: None,
+                expect_vault_key: None,
                 kdf: CUSTOMER_KDF,
             },
         )

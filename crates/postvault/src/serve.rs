@@ -98,7 +98,10 @@ pub fn init_vault(
         .map_err(|e| CliError::io(&data.ca_certificate(), &e))?;
     write_private(&data.ca_key(), parties.ca.key_to_pkcs8_pem()?.as_bytes())?;
     write_private(&data.provider_key(), parties.provider.to_pkcs8()?.expose())?;
-    let signing = &card.registration_signing;
+    say(&format!(
+        "the registration signing key, for customers to pin (meter register --vault-key): {}",
+        hex::encode(&card.registration_signing.1)
+    ));
     let auditor_token = hex::encode(postvault_crypto::rand::bytes::<16>()?);
     write_private(&data.auditor_token(), auditor_token.as_bytes())?;
     say(&format!(
@@ -115,8 +118,6 @@ pub fn init_vault(
         dr_limit: 5_000_000,
         certificate_days: 730,
         vendor_code: "PV".into(),
-        vendor_key: hex::encode(card.registration_hpke),
-        registration_signing: (signing.0, hex::encode(&signing.1)),
         auditor_token_sha256: Some(hex::encode(postvault_crypto::hash::sha256(&[
             auditor_token.as_bytes(),
         ]))),
@@ -180,7 +181,9 @@ pub async fn open_service(
     )?;
     let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);
     let provider = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &provider_der)?;
-    Ok(Service::new(vault, ca, provider, config))
+    Service::new(vault, ca, provider, config)
+        .await
+        .map_err(|e| CliError::Check(format!("vault: {e}")))
 }
 
 /// Serves the API on `listen` until `shutdown` completes; `bound` learns the

@@ -186,6 +186,7 @@ async fn register(url: &str, id: &str) -> Customer {
             passphrase: "correct horse battery staple",
             licensing_zip: 12_345 * 10_000 + 6_789,
             expect_ca: None,
+            expect_vault_key: None,
             kdf: Argon2Params::FAST_FOR_TESTS,
         },
     )

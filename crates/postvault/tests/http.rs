@@ -103,6 +103,7 @@ async fn register(url: &str, customer_id: &str) -> Customer {
             passphrase: PASSPHRASE,
             licensing_zip: 12_345 * 10_000,
             expect_ca: None,
+            expect_vault_key: None,
             kdf: Argon2Params::FAST_FOR_TESTS,
         },
     )
@@ -883,5 +884,87 @@ fn five_wrong_passphrases_in_a_row_lock_sign_on() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("locked"), "{err}");
+    v.stop();
+}
+
+/// DESIGN §7: the vendor key comes signed by the crypto-card's registration
+/// signing key, and the reply to a registration carries that key's signature
+/// over the meter, the customer, the new challenge and the vendor key. A
+/// client that pins the registration key refuses another one before any
+/// secret is sealed; a substituted vendor key fails the signature.
+#[test]
+fn the_vendor_key_and_the_registration_are_signed_by_the_registration_key() {
+    let mut v = TestVault::init(true);
+    let url = v.start();
+    let rt = runtime();
+    let (_, info) = rt.block_on(get(&url, "/v1/vault", None));
+    let key = info["registration_signing_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let card = |vendor: &str| postvault_module::cryptocard::CardPublic {
+        registration_signing: (
+            u8::try_from(info["registration_signing_alg"].as_u64().unwrap()).unwrap(),
+            hex::decode(&key).unwrap(),
+        ),
+        registration_hpke: hex::decode(vendor).unwrap().try_into().unwrap(),
+    };
+    let signature = (
+        u8::try_from(info["vendor_key_signature_alg"].as_u64().unwrap()).unwrap(),
+        hex::decode(info["vendor_key_signature"].as_str().unwrap()).unwrap(),
+    );
+    let vendor = info["vendor_key"].as_str().unwrap();
+    assert!(card(vendor).verify_vendor_key(&signature).is_ok());
+    assert!(
+        card(&flip_hex(vendor))
+            .verify_vendor_key(&signature)
+            .is_err(),
+        "a substituted vendor key does not verify"
+    );
+
+    // A pinned key that is not the server's stops registration at once.
+    let other = hex::encode(
+        postvault_crypto::sig::SigningKey::generate(postvault_crypto::sig::SigAlg::EcdsaP256Sha256)
+            .unwrap()
+            .public_key()
+            .as_bytes(),
+    );
+    let o = meter(
+        &v,
+        &url,
+        "pinned.json",
+        "register",
+        &[
+            "--customer",
+            "pinned",
+            "--zip",
+            "12345",
+            "--vault-key",
+            &other,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("registration signing key is not the one expected"),
+        "{}",
+        text(&o)
+    );
+    assert!(!v.join("pinned.json").exists(), "no wallet, nothing sealed");
+    // The right key registers, and the reply's signature was checked.
+    let o = meter(
+        &v,
+        &url,
+        "pinned.json",
+        "register",
+        &[
+            "--customer",
+            "pinned",
+            "--zip",
+            "12345",
+            "--vault-key",
+            &key,
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
     v.stop();
 }

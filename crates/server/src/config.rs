@@ -41,10 +41,6 @@ pub struct VaultConfig {
     pub certificate_days: u16,
     /// Two capital letters: the vendor code of the meters' device ids.
     pub vendor_code: String,
-    /// The vendor key (registration HPKE public key), hex.
-    pub vendor_key: String,
-    /// The registration signing key (algorithm id, hex).
-    pub registration_signing: (u8, String),
     /// SHA-256 (hex) of the auditor's bearer token for `/v1/audit`; none: no auditor access.
     #[serde(default)]
     pub auditor_token_sha256: Option<String>,

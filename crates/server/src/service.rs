@@ -108,19 +108,31 @@ pub struct Service<S: Store> {
     ca: PostalCa,
     provider: SigningKey,
     config: VaultConfig,
+    vendor: (postvault_module::cryptocard::CardPublic, (u8, Vec<u8>)),
     audit_alarm: std::sync::Mutex<Option<String>>,
 }
 
 impl<S: Store> Service<S> {
-    /// A service over an opened vault.
-    pub fn new(vault: Vault<S>, ca: PostalCa, provider: SigningKey, config: VaultConfig) -> Self {
-        Self {
+    /// A service over an opened vault; its vendor key and the signature over
+    /// it come from the modules ([`Vault::vendor_key`]).
+    ///
+    /// # Errors
+    /// The modules' refusal (no crypto-card loaded).
+    pub async fn new(
+        vault: Vault<S>,
+        ca: PostalCa,
+        provider: SigningKey,
+        config: VaultConfig,
+    ) -> Result<Self> {
+        let vendor = vault.vendor_key().await?;
+        Ok(Self {
             vault,
             ca,
             provider,
             config,
+            vendor,
             audit_alarm: std::sync::Mutex::new(None),
-        }
+        })
     }
 
     /// The audit service's verification: every module's log in the audit
@@ -177,11 +189,14 @@ impl<S: Store> Service<S> {
     /// `GET /v1/vault`.
     #[must_use]
     pub fn info(&self) -> VaultInfo {
+        let (public, signature) = &self.vendor;
         VaultInfo {
             name: self.config.name.clone(),
-            vendor_key: self.config.vendor_key.clone(),
-            registration_signing_alg: self.config.registration_signing.0,
-            registration_signing_key: self.config.registration_signing.1.clone(),
+            vendor_key: hex::encode(public.registration_hpke),
+            vendor_key_signature_alg: signature.0,
+            vendor_key_signature: hex::encode(&signature.1),
+            registration_signing_alg: public.registration_signing.0,
+            registration_signing_key: hex::encode(&public.registration_signing.1),
             ca_certificate: self.ca.certificate().to_pem(),
             auto_approve: self.config.auto_approve,
         }

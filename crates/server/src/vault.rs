@@ -747,6 +747,22 @@ impl<S: Store> Vault<S> {
     }
 }
 
+impl<S: Store> Vault<S> {
+    /// The crypto-card's public keys and the registration signing key's
+    /// signature over the vendor key, from a module of the pool.
+    ///
+    /// # Errors
+    /// The module's refusal (no crypto-card loaded).
+    pub async fn vendor_key(
+        &self,
+    ) -> Result<(postvault_module::cryptocard::CardPublic, (u8, Vec<u8>))> {
+        match self.call(Outer::VendorKey).await? {
+            OuterReply::VendorKey { public, signature } => Ok((public, signature)),
+            _ => Err(VaultError::Pool("unexpected reply to Vendor Key".into())),
+        }
+    }
+}
+
 /// How a sign-on ended.
 #[derive(Debug)]
 pub enum SignOn {
