@@ -929,20 +929,16 @@ fn the_vendor_key_and_the_registration_are_signed_by_the_registration_key() {
             .public_key()
             .as_bytes(),
     );
-    let o = meter(
-        &v,
-        &url,
-        "pinned.json",
-        "register",
-        &[
-            "--customer",
-            "pinned",
-            "--zip",
-            "12345",
-            "--vault-key",
-            &other,
-        ],
-    );
+    let register_pinned = |key: &str| {
+        meter(
+            &v,
+            &url,
+            "pinned.json",
+            "register",
+            &["--customer", "pinned", "--zip", "12345", "--vault-key", key],
+        )
+    };
+    let o = register_pinned(&other);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("registration signing key is not the one expected"),
@@ -951,20 +947,7 @@ fn the_vendor_key_and_the_registration_are_signed_by_the_registration_key() {
     );
     assert!(!v.join("pinned.json").exists(), "no wallet, nothing sealed");
     // The right key registers, and the reply's signature was checked.
-    let o = meter(
-        &v,
-        &url,
-        "pinned.json",
-        "register",
-        &[
-            "--customer",
-            "pinned",
-            "--zip",
-            "12345",
-            "--vault-key",
-            &key,
-        ],
-    );
+    let o = register_pinned(&key);
     assert!(o.status.success(), "{}", text(&o));
     v.stop();
 }
