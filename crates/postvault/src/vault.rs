@@ -141,8 +141,9 @@ pub fn with_module<T>(
 /// # Errors
 /// Whatever failed first.
 pub fn reboot(dir: &Path) -> Result<postvault_module::wire::Status, CliError> {
-    let mut host = power_on(dir)?;
+    let mut host = postvault_server::moduledir::open(dir)?;
     host.module.cold_boot()?;
+    postvault_server::moduledir::resync(&mut host, dir)?;
     let status = host.status();
     host.shutdown()?;
     Ok(status?)

@@ -90,13 +90,31 @@ pub type ModuleHost = Host<FileNvm, FileAuditSink>;
 /// # Errors
 /// [`postvault_module::Error::Nvm`] if the directory cannot be opened.
 pub fn power_on(dir: &Path) -> postvault_module::Result<ModuleHost> {
+    let mut host = open(dir)?;
+    resync(&mut host, dir)?;
+    Ok(host)
+}
+
+/// The module in `dir` with its power on but no request sent yet (a cold boot
+/// must come before the first request); follow with [`resync`].
+///
+/// # Errors
+/// [`postvault_module::Error::Nvm`] if the directory cannot be opened.
+pub fn open(dir: &Path) -> postvault_module::Result<ModuleHost> {
     let nvm = FileNvm::open(dir)?;
-    let mut host = Host::new(
+    Ok(Host::new(
         Module::new(nvm, Box::new(SystemClock)),
         FileAuditSink::in_dir(dir),
-    );
-    // The first request tells the module where this log ends, so entries a
-    // crash kept from it come back from the module's journal first.
+    ))
+}
+
+/// The first request after power-on: tells the module where this log ends, so
+/// entries a crash kept from it come back from the module's journal first.
+///
+/// # Errors
+/// The module's failure to boot; [`postvault_module::Error::Nvm`] if a torn
+/// log cannot be cut.
+pub fn resync(host: &mut ModuleHost, dir: &Path) -> postvault_module::Result<()> {
     let log = dir.join(AUDIT_LOG);
     let host_next = match std::fs::read(&log) {
         Ok(bytes) => {
@@ -125,5 +143,5 @@ pub fn power_on(dir: &Path) -> postvault_module::Result<ModuleHost> {
     if let Some(host_next) = host_next {
         host.call(postvault_module::wire::Outer::Resync { host_next })?;
     }
-    Ok(host)
+    Ok(())
 }
