@@ -587,6 +587,11 @@ fn the_auditor_reads_and_verifies_the_log_and_a_changed_byte_is_named() {
 
         let (status, report) = get(&url, "/v1/audit", Some(token)).await;
         assert_eq!(status, 200, "{report}");
+        // The same service under the path, for the auditor only.
+        let (status, e) = get(&url, "/audit", None).await;
+        assert_eq!((status, e["code"].as_str()), (401, Some("auditor_only")));
+        let (status, again) = get(&url, "/audit", Some(token)).await;
+        assert_eq!((status, &again["modules"]), (200, &report["modules"]));
         let modules = report["modules"].as_array().unwrap().clone();
         assert_eq!(modules.len(), 2, "{report}");
         assert_eq!(report["meters"], 1, "{report}");

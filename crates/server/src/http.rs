@@ -292,6 +292,8 @@ pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
         .route("/v1/sign-on", post(sign_on::<S>))
         .route("/v1/session", post(session::<S>))
         .route("/v1/audit", get(audit::<S>))
+        // The name for it, for auditors' tools.
+        .route("/audit", get(audit::<S>))
         .route("/v1/audit/entries", get(audit_entries::<S>))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
