@@ -25,6 +25,7 @@ pub mod pdf;
 mod reader;
 #[cfg(feature = "images")]
 pub mod render;
+pub mod token;
 pub mod verify;
 
 pub use cert::{Certificate, PostalCa, PsdCertificate, Validity};

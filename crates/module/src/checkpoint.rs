@@ -51,6 +51,10 @@ pub enum Transaction {
     SignOn,
     /// Sign-on with a wrong passphrase (the failure count raised).
     SignOnRefused,
+    /// A domain master key installed (seed 002).
+    InstallDomainKey,
+    /// The domain keys registered to an indicia number and country.
+    RegisterDomainKeys,
 }
 
 /// Module-wide sums since initialisation (seed 001: total reset, printed, refunded).

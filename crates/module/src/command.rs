@@ -116,11 +116,15 @@ pub enum Command {
     SessionOpen,
     /// Seal the reply to a customer's message under the session's per-message key.
     SessionSeal,
+    /// KMS steel box: install a domain master key into a PSD (seed 002, MI5 and MI6).
+    InstallDomainKey,
+    /// KMS: register the PSD's domain keys to an indicia number and country (MR1).
+    RegisterDomainKeys,
 }
 
 impl Command {
     /// All commands, for tables and tests.
-    pub const ALL: [Command; 52] = [
+    pub const ALL: [Command; 54] = [
         Command::GetStatus,
         Command::StartInitialization,
         Command::Reset,
@@ -173,6 +177,8 @@ impl Command {
         Command::SignOn,
         Command::SessionOpen,
         Command::SessionSeal,
+        Command::InstallDomainKey,
+        Command::RegisterDomainKeys,
     ];
 
     /// Module-level commands always get a signed audit entry (seed 001: "Audit
@@ -215,6 +221,8 @@ impl Command {
                 | Command::CompletePasswordReset
                 | Command::RedateIndicium
                 | Command::SignOn
+                | Command::InstallDomainKey
+                | Command::RegisterDomainKeys
         )
     }
 
@@ -323,6 +331,8 @@ pub const TABLE: &[Rule] = &[
     Rule { command: Command::SignOn, states: &[Op], access: Access::Anyone },
     Rule { command: Command::SessionOpen, states: &[Op], access: Access::Anyone },
     Rule { command: Command::SessionSeal, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::InstallDomainKey, states: &[Op], access: Access::Anyone },
+    Rule { command: Command::RegisterDomainKeys, states: &[Op], access: Access::Anyone },
     Rule { command: Command::CreateAuditEntry, states: LIVE, access: Access::LoggedOn },
 ];
 

@@ -268,6 +268,14 @@ pub enum PsdCheck {
     CustomerId = 27,
     /// The session token or a message under it does not open, or the session has expired.
     Session = 28,
+    /// A domain master key for this role (vendor or postal) is already in the
+    /// package: a key is installed once (seed 002).
+    DomainKeyInstalled = 29,
+    /// The installation message does not open for this meter and key, or the
+    /// meter lacks the domain keys the command needs.
+    DomainKey = 30,
+    /// The meter's keys are already registered to a country; they never move again.
+    KeysRegistered = 31,
 }
 
 impl core::fmt::Display for PsdCheck {
@@ -302,6 +310,9 @@ impl core::fmt::Display for PsdCheck {
             PsdCheck::Redate => "a redate may change only the date of this meter's own indicium",
             PsdCheck::NoCryptoCard => "the crypto-card is not initialized; the security officer loads it first",
             PsdCheck::KeyExpired => "the meter's certificate has expired; its indicia would not verify",
+            PsdCheck::DomainKeyInstalled => "a domain master key for that role is already installed in this meter (a key is installed once)",
+            PsdCheck::DomainKey => "the domain master key does not open for this meter and key id, or the meter lacks its domain keys",
+            PsdCheck::KeysRegistered => "the meter's keys are already registered to a country and cannot move again",
         })
     }
 }

@@ -1608,6 +1608,8 @@ fn transaction_command(t: crate::checkpoint::Transaction) -> Command {
         T::BeginPasswordReset => Command::BeginPasswordReset,
         T::CompletePasswordReset => Command::CompletePasswordReset,
         T::SignOn | T::SignOnRefused => Command::SignOn,
+        T::InstallDomainKey => Command::InstallDomainKey,
+        T::RegisterDomainKeys => Command::RegisterDomainKeys,
     }
 }
 

@@ -32,8 +32,8 @@ use crate::cryptocard::CryptoCard;
 use crate::error::{Error, PsdCheck, Result};
 use crate::mks::MksSlots;
 use crate::psd::{
-    self, CustomerRecord, CustomerSecrets, PACKAGE_VERSION, PASSPHRASE_HISTORY, PackageMacValid,
-    PsdBody, PsdPackage, PsdState,
+    self, CustomerRecord, CustomerSecrets, DomainKeySlot, DomainRole, KeyRegistration,
+    PACKAGE_VERSION, PASSPHRASE_HISTORY, PackageMacValid, PsdBody, PsdPackage, PsdState,
 };
 use crate::token::{KeyToken, KeyType, KeyUsage};
 
@@ -326,6 +326,31 @@ pub enum PostalCommand {
         /// [`crate::signon::SignOnSecrets`] sealed by [`crate::signon::seal_sign_on`].
         sealed: Vec<u8>,
     },
+    /// KMS message MI5: a steel box installs a domain master key, sealed to
+    /// the vendor key for this meter, domain, key id and role.
+    InstallDomainKey {
+        /// The package.
+        package: PsdPackage,
+        /// Vendor or postal.
+        role: DomainRole,
+        /// The install domain.
+        domain: String,
+        /// The key's id in its domain archive.
+        key_id: u64,
+        /// The key, HPKE-sealed with [`postvault_indicium::token::INSTALL_INFO`]
+        /// and [`postvault_indicium::token::install_aad`].
+        sealed_key: Vec<u8>,
+    },
+    /// KMS message MR1: the meter is given its indicia number and country and
+    /// reports them under each of its domain master keys.
+    RegisterDomainKeys {
+        /// The package.
+        package: PsdPackage,
+        /// Indicia serial number (1-20 letters and digits).
+        indicia_number: String,
+        /// Country, ISO 3166 alpha-2 (two capital letters).
+        country: String,
+    },
 }
 
 impl PostalCommand {
@@ -339,6 +364,8 @@ impl PostalCommand {
             PostalCommand::Provider { order, .. } => order.command(),
             PostalCommand::Customer { request, .. } => request.command(),
             PostalCommand::SignOn { .. } => Command::SignOn,
+            PostalCommand::InstallDomainKey { .. } => Command::InstallDomainKey,
+            PostalCommand::RegisterDomainKeys { .. } => Command::RegisterDomainKeys,
         }
     }
 }
@@ -377,6 +404,18 @@ pub enum PostalOutcome {
         session: Vec<u8>,
         /// The [`crate::signon::SignOnAnswer`] sealed under the session key, for the client.
         answer: Vec<u8>,
+    },
+    /// KMS message MI6: the installed key's evidence, the test tokens.
+    KeyInstalled {
+        /// [`postvault_indicium::token::test_tokens`] under the installed key.
+        test_tokens: [u8; 16],
+    },
+    /// KMS message MR1: one registration token per installed domain key.
+    KeysRegistered {
+        /// (role, install domain, key id, registration token).
+        tokens: Vec<(DomainRole, String, u64, [u8; 16])>,
+        /// The meter's registration date (days since 2000-01-01).
+        date: u16,
     },
     /// Sign-on with a wrong passphrase: counted in the package.
     SignOnRefused {
@@ -532,7 +571,201 @@ pub(crate) fn run(ctx: &Context<'_>, command: PostalCommand) -> Result<Step> {
             customer_id,
             sealed,
         } => sign_on(ctx, &package, &customer_id, &sealed),
+        PostalCommand::InstallDomainKey {
+            package,
+            role,
+            domain,
+            key_id,
+            sealed_key,
+        } => install_domain_key(ctx, &package, role, &domain, key_id, &sealed_key),
+        PostalCommand::RegisterDomainKeys {
+            package,
+            indicia_number,
+            country,
+        } => register_domain_keys(ctx, &package, &indicia_number, &country),
     }
+}
+
+/// Longest install domain id a meter accepts.
+const MAX_DOMAIN_ID: usize = 32;
+/// Largest sealed domain master key accepted (it is 32 + 48 bytes).
+const MAX_SEALED_KEY: usize = 256;
+
+fn role_byte(role: DomainRole) -> u8 {
+    match role {
+        DomainRole::Vendor => 1,
+        DomainRole::Postal => 2,
+    }
+}
+
+/// Install a domain master key (seed 002, MI5 → MI6): once per role, only
+/// before the meter leaves manufacturing (Raw or Unleased); the key opens only
+/// with the vendor key and only for this meter, domain, key id and role. The
+/// reply is the test tokens under the installed key.
+fn install_domain_key(
+    ctx: &Context<'_>,
+    package: &PsdPackage,
+    role: DomainRole,
+    domain: &str,
+    key_id: u64,
+    sealed_key: &[u8],
+) -> Result<Step> {
+    let (body, proof) = ctx.open(package)?;
+    check_state(&body, &[PsdState::Raw, PsdState::Unleased])?;
+    if domain.is_empty() || domain.len() > MAX_DOMAIN_ID || sealed_key.len() > MAX_SEALED_KEY {
+        return refuse(PsdCheck::DomainKey);
+    }
+    if body
+        .domain_keys
+        .iter()
+        .any(|s| s.role == role || (s.domain == domain && s.key_id == key_id))
+    {
+        return refuse(PsdCheck::DomainKeyInstalled);
+    }
+    let hpke_key =
+        hpke::PrivateKey::from_secret(Secret32::from_bytes(*ctx.card.registration_hpke))?;
+    let aad =
+        postvault_indicium::token::install_aad(domain, key_id, body.device_id, role_byte(role));
+    let key = hpke::open(
+        &hpke_key,
+        postvault_indicium::token::INSTALL_INFO,
+        &aad,
+        sealed_key,
+    )
+    .map_err(|_| Error::PsdCheck(PsdCheck::DomainKey))?;
+    let key =
+        Secret32::from_slice(key.expose()).map_err(|_| Error::PsdCheck(PsdCheck::DomainKey))?;
+    let test_tokens = postvault_indicium::token::test_tokens(&key, domain)?;
+    let mks = ctx.slots.active.as_ref().ok_or(Error::Mks {
+        what: "there is no active master key set",
+    })?;
+    let token = KeyToken::seal(
+        mks,
+        KeyType::Secret32,
+        KeyUsage::DomainMaster,
+        &hex::encode(body.device_id),
+        key.expose(),
+    )?
+    .encode()?;
+    let mut domain_keys = body.domain_keys.clone();
+    domain_keys.push(DomainKeySlot {
+        role,
+        domain: domain.to_owned(),
+        key_id,
+        key: token,
+    });
+    let next = PsdBody {
+        domain_keys,
+        ..advanced(&body, ctx.now)
+    };
+    ctx.finish(
+        next,
+        &proof,
+        Transaction::InstallDomainKey,
+        Money::ZERO,
+        PostalOutcome::KeyInstalled { test_tokens },
+    )
+}
+
+/// Register the domain keys (seed 002, MR1): the meter records its indicia
+/// number, country and today's date, once, and reports them under each domain
+/// master key. A meter registered to a country never moves again (an earth
+/// domain meter never returns to the earth domain).
+fn register_domain_keys(
+    ctx: &Context<'_>,
+    package: &PsdPackage,
+    indicia_number: &str,
+    country: &str,
+) -> Result<Step> {
+    let (body, proof) = ctx.open(package)?;
+    check_state(
+        &body,
+        &[
+            PsdState::Unleased,
+            PsdState::Assigned,
+            PsdState::Leased,
+            PsdState::PasswordReset,
+        ],
+    )?;
+    if body.key_registration.is_some() {
+        return refuse(PsdCheck::KeysRegistered);
+    }
+    if indicia_number.is_empty()
+        || indicia_number.len() > 20
+        || !indicia_number.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(Error::InvalidArgument {
+            what: "indicia number: 1-20 letters and digits",
+        });
+    }
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Error::InvalidArgument {
+            what: "country: two capital letters (ISO 3166 alpha-2)",
+        });
+    }
+    let date = ctx.today()?;
+    let device =
+        DeviceId::from_bytes(body.device_id).map_err(|_| Error::PsdCheck(PsdCheck::State))?;
+    let facts = postvault_indicium::token::RegistrationFacts {
+        device,
+        indicia_number: indicia_number.to_owned(),
+        country: country.to_owned(),
+        date,
+    };
+    let mut tokens = Vec::new();
+    for role in [DomainRole::Vendor, DomainRole::Postal] {
+        let (domain, key) = psd::domain_master(&body, role, ctx.slots)?
+            .ok_or(Error::PsdCheck(PsdCheck::DomainKey))?;
+        let key_id = body
+            .domain_keys
+            .iter()
+            .find(|s| s.role == role)
+            .map_or(0, |s| s.key_id);
+        let token = postvault_indicium::token::registration_token(&key, &domain, &facts)?;
+        tokens.push((role, domain, key_id, token));
+    }
+    let next = PsdBody {
+        key_registration: Some(KeyRegistration {
+            indicia_number: facts.indicia_number,
+            country: facts.country,
+            date: date.days(),
+        }),
+        ..advanced(&body, ctx.now)
+    };
+    ctx.finish(
+        next,
+        &proof,
+        Transaction::RegisterDomainKeys,
+        Money::ZERO,
+        PostalOutcome::KeysRegistered {
+            tokens,
+            date: date.days(),
+        },
+    )
+}
+
+/// The vendor and postal tokens of an indicium (seed 002): each the truncated
+/// MAC of the covered bytes under the month's token key derived from the
+/// domain master key; zero where no key is installed (a meter from before
+/// the KMS).
+fn tokens(ctx: &Context<'_>, body: &PsdBody, data: &IndiciumData) -> Result<([u8; 4], [u8; 4])> {
+    use postvault_indicium::token::{Period, TokenKey, covered, token_key};
+    let signed = data
+        .encode_signed_part()
+        .map_err(|_| Error::InvalidArgument {
+            what: "the indicium's fields are outside the layout's ranges",
+        })?;
+    let covered = covered(&signed);
+    let period = Period::of(data.date);
+    let mut out = [[0u8; 4]; 2];
+    for (slot, role) in out.iter_mut().zip([DomainRole::Vendor, DomainRole::Postal]) {
+        if let Some((domain, master)) = psd::domain_master(body, role, ctx.slots)? {
+            let key = token_key(&master, &domain, data.device_id, period)?;
+            *slot = TokenKey::new(&key).token(&covered);
+        }
+    }
+    let [vendor, postal] = out;
+    Ok((vendor, postal))
 }
 
 /// Initialize PSD: keys, zero registers, Raw.
@@ -584,6 +817,8 @@ fn initialize(ctx: &Context<'_>, device_id: [u8; 6]) -> Result<Step> {
         last_challenge: postvault_crypto::rand::bytes()?,
         sequence: 0,
         failed_sign_ons: 0,
+        domain_keys: Vec::new(),
+        key_registration: None,
     };
     let certificate_request = postvault_indicium::cert::psd_certificate_request(&signing, id)
         .map_err(|_| Error::Psd {
@@ -968,6 +1203,12 @@ fn sign_indicium(
             .map_err(bad_arg("destination ZIP: ZIP5 * 10000 + plus4"))?,
         vendor_token: [0; 4],
         postal_token: [0; 4],
+    };
+    let (vendor_token, postal_token) = tokens(ctx, next, &data)?;
+    let data = IndiciumData {
+        vendor_token,
+        postal_token,
+        ..data
     };
     let key = psd::signing_key(next, ctx.slots)?;
     let indicium = Indicium::sign(data, &key).map_err(bad_arg(

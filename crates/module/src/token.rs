@@ -50,6 +50,8 @@ pub enum KeyUsage {
     CustomerKek,
     /// A customer's session key (sign-on).
     Session,
+    /// A KMS domain master key installed in a PSD (seed 002).
+    DomainMaster,
 }
 
 /// The authenticated clear part of a token.
