@@ -11,6 +11,10 @@
 //! The audit log is kept in a database of its own (restoring the vault
 //! database from a backup must not rewind it), appended in order per module.
 //!
+//! The key management system's archive (security domains, and each domain
+//! master key's history of signed records) lives in the vault database too;
+//! a record is appended only where it continues its key's history.
+//!
 //! [`sqlite::SqliteStore`] is the first backend; the behavioural suite in
 //! `tests/suite` is written against the traits so a PostgreSQL backend is a
 //! second implementation of the same tests.
@@ -188,6 +192,46 @@ pub struct PurchaseRow {
     pub status: PurchaseStatus,
 }
 
+/// A security domain in the KMS archive: its directory (signed by the
+/// manufacturing box's domain key set) and its keys sealed for the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsDomainRow {
+    /// The domain's name (unique in the archive).
+    pub domain: String,
+    /// The domain directory, as signed (opaque here).
+    pub directory: Vec<u8>,
+    /// The domain's keys, sealed for the archive (opaque here).
+    pub sealed_keys: Vec<u8>,
+    /// When it was created (seconds since the Unix epoch; at most `i64::MAX`).
+    pub created: u64,
+}
+
+/// One record in a domain master key's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsRecordRow {
+    /// The key's install domain.
+    pub domain: String,
+    /// The key's id in its domain (from [`Store::kms_next_key_id`]).
+    pub key_id: u64,
+    /// The record's place in the key's history, from 0.
+    pub seq: u32,
+    /// The sub-domain the key serves, if any (a domain of the archive).
+    pub sub_domain: Option<String>,
+    /// The meter the record is about, if any.
+    pub device: Option<[u8; 6]>,
+    /// The key's status after this record: one of [`KMS_KEY_STATUSES`].
+    pub status: String,
+    /// When it happened (strictly increasing along a key's history; at most `i64::MAX`).
+    pub time: u64,
+    /// Who signed the record.
+    pub signer: String,
+    /// The signed record's bytes (opaque here).
+    pub record: Vec<u8>,
+}
+
+/// The key statuses a [`KmsRecordRow`] may carry.
+pub const KMS_KEY_STATUSES: [&str; 5] = ["new", "installed", "bad", "active", "obsolete"];
+
 /// What the server reads outside a write transaction.
 pub trait Store: Clone + Send + Sync + 'static {
     /// The write transaction type.
@@ -291,6 +335,61 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The next sequence number of a module's audit log (0 if empty).
     fn audit_next(&self, module_serial: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Adds a security domain to the KMS archive, with its key id counter
+    /// (no key id allocated yet).
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] if the archive has the domain already;
+    /// [`StoreError::Invalid`] if `created` is above `i64::MAX`.
+    fn kms_add_domain(&self, row: &KmsDomainRow) -> impl Future<Output = Result<()>> + Send;
+
+    /// The archive's domains, oldest first (then by name).
+    fn kms_domains(&self) -> impl Future<Output = Result<Vec<KmsDomainRow>>> + Send;
+
+    /// Allocates a domain's next key id: 1 first, then strictly increasing,
+    /// never handed out twice, even to concurrent callers.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the archive has no such domain;
+    /// [`StoreError::Invalid`] if the domain's key ids are exhausted.
+    fn kms_next_key_id(&self, domain: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Every record of a key, in order (empty if it has none).
+    fn kms_history(
+        &self,
+        domain: &str,
+        key_id: u64,
+    ) -> impl Future<Output = Result<Vec<KmsRecordRow>>> + Send;
+
+    /// Appends a record to its key's history, in one transaction: on any
+    /// error nothing is written.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the domain, or the sub-domain named, is not
+    /// in the archive;
+    /// [`StoreError::Invalid`] if the key id is 0 or was never allocated in
+    /// the domain, if the time is not after the key's latest record's, if the
+    /// status is not one of [`KMS_KEY_STATUSES`], or if a number is above
+    /// `i64::MAX`;
+    /// [`StoreError::Conflict`] unless `seq` is the number of records the key
+    /// has (another writer appended first: read the history again).
+    fn kms_append(&self, row: &KmsRecordRow) -> impl Future<Output = Result<()>> + Send;
+
+    /// For each key of install domain `domain` with any record about this
+    /// meter, the key's latest record (whatever meter that one is about), by key id.
+    fn kms_latest_by_device(
+        &self,
+        domain: &str,
+        device: [u8; 6],
+    ) -> impl Future<Output = Result<Vec<KmsRecordRow>>> + Send;
+
+    /// For each key whose latest record names this sub-domain, that record,
+    /// by domain and key id.
+    fn kms_latest_in_sub_domain(
+        &self,
+        sub_domain: &str,
+    ) -> impl Future<Output = Result<Vec<KmsRecordRow>>> + Send;
 }
 
 /// One write transaction. Dropping it without [`MeterTx::commit`] rolls back.

@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::{
-    CustomerRow, IndiciumRow, MeterTx, ModuleRow, PackageRow, PurchaseRow, PurchaseStatus, Result,
-    Store, StoreError,
+    CustomerRow, IndiciumRow, KMS_KEY_STATUSES, KmsDomainRow, KmsRecordRow, MeterTx, ModuleRow,
+    PackageRow, PurchaseRow, PurchaseStatus, Result, Store, StoreError,
 };
 
 static MAIN_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/main");
@@ -48,6 +48,10 @@ fn to_i64(v: u64, what: &'static str) -> Result<i64> {
 
 fn to_u64(v: i64, what: &'static str) -> Result<u64> {
     u64::try_from(v).map_err(|_| StoreError::Invalid { what })
+}
+
+fn to_u32(v: i64, what: &'static str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Invalid { what })
 }
 
 fn fixed<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
@@ -145,9 +149,51 @@ fn purchase_row(r: &SqliteRow) -> Result<PurchaseRow> {
     })
 }
 
+fn kms_domain_row(r: &SqliteRow) -> Result<KmsDomainRow> {
+    Ok(KmsDomainRow {
+        domain: r.try_get("domain").map_err(db)?,
+        directory: r.try_get("directory").map_err(db)?,
+        sealed_keys: r.try_get("sealed_keys").map_err(db)?,
+        created: to_u64(r.try_get("created").map_err(db)?, "domain creation time")?,
+    })
+}
+
+fn kms_record_row(r: &SqliteRow) -> Result<KmsRecordRow> {
+    Ok(KmsRecordRow {
+        domain: r.try_get("domain").map_err(db)?,
+        key_id: to_u64(r.try_get("key_id").map_err(db)?, "key id")?,
+        seq: to_u32(r.try_get("seq").map_err(db)?, "key record number")?,
+        sub_domain: r.try_get("sub_domain").map_err(db)?,
+        device: r
+            .try_get::<Option<Vec<u8>>, _>("device")
+            .map_err(db)?
+            .map(|d| fixed(d, "device id"))
+            .transpose()?,
+        status: r.try_get("status").map_err(db)?,
+        time: to_u64(r.try_get("time").map_err(db)?, "key record time")?,
+        signer: r.try_get("signer").map_err(db)?,
+        record: r.try_get("record").map_err(db)?,
+    })
+}
+
+/// Whether the archive has this domain (read in `conn`'s transaction, if any).
+async fn kms_domain_exists(conn: &mut sqlx::SqliteConnection, domain: &str) -> Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM kms_domains WHERE domain = ?")
+        .bind(domain)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+    Ok(found.is_some())
+}
+
 const INDICIUM_COLUMNS: &str = "id, device_id, customer_id, client_txn, kind, postage, \
      ascending_register, mail_piece_key, bytes, refund_requested_at";
 const PURCHASE_COLUMNS: &str = "device_id, id, amount, control_total, status";
+const KMS_RECORD_COLUMNS: &str =
+    "r.domain, r.key_id, r.seq, r.sub_domain, r.device, r.status, r.time, r.signer, r.record";
+/// Keeps only a key's latest record (`r` is the record).
+const KMS_LATEST: &str = "r.seq = (SELECT max(l.seq) FROM kms_records l \
+     WHERE l.domain = r.domain AND l.key_id = r.key_id)";
 
 impl Store for SqliteStore {
     type Tx = SqliteTx;
@@ -416,6 +462,200 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db)?;
         to_u64(next.unwrap_or(0), "sequence number")
+    }
+
+    async fn kms_add_domain(&self, row: &KmsDomainRow) -> Result<()> {
+        let created = to_i64(row.created, "domain creation time")?;
+        let mut tx = self.main.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO kms_domains (domain, directory, sealed_keys, created) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&row.domain)
+        .bind(&row.directory)
+        .bind(&row.sealed_keys)
+        .bind(created)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("KMS domain (the archive has it already)"))?;
+        sqlx::query("INSERT INTO kms_key_ids (domain, last_key_id) VALUES (?, 0)")
+            .bind(&row.domain)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error("KMS domain key id counter"))?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn kms_domains(&self) -> Result<Vec<KmsDomainRow>> {
+        let rows = sqlx::query(
+            "SELECT domain, directory, sealed_keys, created FROM kms_domains \
+             ORDER BY created, domain",
+        )
+        .fetch_all(&self.main)
+        .await
+        .map_err(db)?;
+        rows.iter().map(kms_domain_row).collect()
+    }
+
+    async fn kms_next_key_id(&self, domain: &str) -> Result<u64> {
+        // One statement: SQLite's write lock makes the increment and the read
+        // of its result atomic, so concurrent callers get distinct ids.
+        let next: Option<i64> = sqlx::query_scalar(
+            "UPDATE kms_key_ids SET last_key_id = last_key_id + 1 \
+             WHERE domain = ? AND last_key_id < 9223372036854775807 RETURNING last_key_id",
+        )
+        .bind(domain)
+        .fetch_optional(&self.main)
+        .await
+        .map_err(db)?;
+        if let Some(id) = next {
+            return to_u64(id, "key id");
+        }
+        let mut conn = self.main.acquire().await.map_err(db)?;
+        if kms_domain_exists(&mut conn, domain).await? {
+            Err(StoreError::Invalid {
+                what: "the domain's key ids are exhausted",
+            })
+        } else {
+            Err(StoreError::NotFound {
+                what: "no such KMS domain (add it first)",
+            })
+        }
+    }
+
+    async fn kms_history(&self, domain: &str, key_id: u64) -> Result<Vec<KmsRecordRow>> {
+        // A key id above i64::MAX was never allocated: it has no records.
+        let Ok(key_id) = i64::try_from(key_id) else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT {KMS_RECORD_COLUMNS} FROM kms_records r \
+             WHERE r.domain = ? AND r.key_id = ? ORDER BY r.seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(domain)
+            .bind(key_id)
+            .fetch_all(&self.main)
+            .await
+            .map_err(db)?;
+        rows.iter().map(kms_record_row).collect()
+    }
+
+    async fn kms_append(&self, row: &KmsRecordRow) -> Result<()> {
+        // BEGIN IMMEDIATE takes the write lock before the checks, so two
+        // appends to one key cannot both see the same history.
+        let mut tx = self.main.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        if !kms_domain_exists(&mut tx, &row.domain).await? {
+            return Err(StoreError::NotFound {
+                what: "no such KMS domain (add it first)",
+            });
+        }
+        if let Some(sub) = &row.sub_domain
+            && !kms_domain_exists(&mut tx, sub).await?
+        {
+            return Err(StoreError::NotFound {
+                what: "no such KMS sub-domain (add it first)",
+            });
+        }
+        let last: i64 = sqlx::query_scalar("SELECT last_key_id FROM kms_key_ids WHERE domain = ?")
+            .bind(&row.domain)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound {
+                what: "the KMS domain has no key id counter",
+            })?;
+        let key_id = match i64::try_from(row.key_id) {
+            Ok(id) if id > 0 && id <= last => id,
+            _ => {
+                return Err(StoreError::Invalid {
+                    what: "key id never allocated in this domain",
+                });
+            }
+        };
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM kms_records WHERE domain = ? AND key_id = ?")
+                .bind(&row.domain)
+                .bind(key_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if i64::from(row.seq) != stored {
+            return Err(StoreError::Conflict {
+                what: "the key's history changed since it was read (record number)",
+            });
+        }
+        let time = to_i64(row.time, "key record time")?;
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT time FROM kms_records WHERE domain = ? AND key_id = ? \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(&row.domain)
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        if latest.is_some_and(|t| time <= t) {
+            return Err(StoreError::Invalid {
+                what: "time events must increase",
+            });
+        }
+        if !KMS_KEY_STATUSES.contains(&row.status.as_str()) {
+            return Err(StoreError::Invalid {
+                what: "key status (new, installed, bad, active or obsolete)",
+            });
+        }
+        sqlx::query(
+            "INSERT INTO kms_records \
+             (domain, key_id, seq, sub_domain, device, status, time, signer, record) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.domain)
+        .bind(key_id)
+        .bind(i64::from(row.seq))
+        .bind(&row.sub_domain)
+        .bind(row.device.map(|d| d.to_vec()))
+        .bind(&row.status)
+        .bind(time)
+        .bind(&row.signer)
+        .bind(&row.record)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("key record"))?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn kms_latest_by_device(
+        &self,
+        domain: &str,
+        device: [u8; 6],
+    ) -> Result<Vec<KmsRecordRow>> {
+        let sql = format!(
+            "SELECT {KMS_RECORD_COLUMNS} FROM kms_records r WHERE r.domain = ? \
+             AND r.key_id IN (SELECT d.key_id FROM kms_records d \
+             WHERE d.domain = ? AND d.device = ?) \
+             AND {KMS_LATEST} ORDER BY r.key_id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(domain)
+            .bind(domain)
+            .bind(device.to_vec())
+            .fetch_all(&self.main)
+            .await
+            .map_err(db)?;
+        rows.iter().map(kms_record_row).collect()
+    }
+
+    async fn kms_latest_in_sub_domain(&self, sub_domain: &str) -> Result<Vec<KmsRecordRow>> {
+        let sql = format!(
+            "SELECT {KMS_RECORD_COLUMNS} FROM kms_records r WHERE r.sub_domain = ? \
+             AND {KMS_LATEST} ORDER BY r.domain, r.key_id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sub_domain)
+            .fetch_all(&self.main)
+            .await
+            .map_err(db)?;
+        rows.iter().map(kms_record_row).collect()
     }
 }
 
