@@ -251,3 +251,27 @@ pub enum CallReply {
         message: String,
     },
 }
+
+/// `POST /v1/tokens/verify`: a mail-processing data capture system's token
+/// verification request (seed 002): the text of the indicium's fields as
+/// read off the mail piece (`postvault_indicium::text`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenCheck {
+    /// One `name: value` line per field of the signed part, in layout order.
+    pub indicium: String,
+}
+
+/// The verdicts of the vendor's and the post's brass processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenVerdicts {
+    /// The meter.
+    pub meter: String,
+    /// Date of mailing.
+    pub date: String,
+    /// The vendor token's verdict (`good`, `bad token`, `unknown meter`, ...).
+    pub vendor: String,
+    /// The postal token's verdict.
+    pub postal: String,
+    /// Both good.
+    pub good: bool,
+}

@@ -123,6 +123,24 @@ impl Connection {
         }
     }
 
+    /// `POST /v1/tokens/verify`: the brass processes' verdicts on an
+    /// indicium's vendor and postal tokens, from the text of its fields.
+    ///
+    /// # Errors
+    /// [`ClientError::Http`] / [`ClientError::Api`].
+    pub async fn verify_tokens(
+        &self,
+        indicium_text: &str,
+    ) -> Result<crate::api::TokenVerdicts, ClientError> {
+        self.post(
+            "/v1/tokens/verify",
+            &crate::api::TokenCheck {
+                indicium: indicium_text.to_owned(),
+            },
+        )
+        .await
+    }
+
     /// `GET /v1/vault`.
     ///
     /// # Errors
@@ -326,6 +344,12 @@ impl Customer {
             conn,
             wallet: Wallet::new(contents, r.passphrase, r.kdf)?,
         })
+    }
+
+    /// The connection to the vault.
+    #[must_use]
+    pub fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// A customer from an opened wallet.

@@ -25,6 +25,7 @@ pub mod pdf;
 mod reader;
 #[cfg(feature = "images")]
 pub mod render;
+pub mod text;
 pub mod token;
 pub mod verify;
 

@@ -207,8 +207,20 @@ async fn demo_prints(
                 report.failed()
             )));
         }
+        let tokens = customer
+            .connection()
+            .verify_tokens(&postvault_indicium::text::to_text(printed.indicium.data()))
+            .await?;
+        if !tokens.good {
+            return Err(CliError::Check(format!(
+                "{}: the KMS refuses its tokens (vendor: {}, postal: {})",
+                path.display(),
+                tokens.vendor,
+                tokens.postal
+            )));
+        }
         say(&format!(
-            "printed {} as indicium {id}: {} read back from the PNG and verified (DR now {})",
+            "printed {} as indicium {id}: {} read back from the PNG and verified; its vendor and postal tokens verified by the KMS's brass processes (DR now {})",
             printed.indicium.data().postage,
             path.display(),
             printed.indicium.data().descending_register

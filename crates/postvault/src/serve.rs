@@ -122,6 +122,8 @@ pub fn init_vault(
             auditor_token.as_bytes(),
         ]))),
         audit_interval_seconds: 30,
+        postal_domain: "USPS".into(),
+        country: "US".into(),
     };
     vault
         .write(&data.config())
@@ -181,7 +183,14 @@ pub async fn open_service(
     )?;
     let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);
     let provider = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &provider_der)?;
-    Service::new(vault, ca, provider, config)
+    let kms = postvault_server::kms::VaultKms::open_or_create(
+        &data.kms(),
+        vault.store().clone(),
+        &config,
+    )
+    .await
+    .map_err(|e| CliError::Check(format!("key management system: {e}")))?;
+    Service::new(vault, ca, provider, config, kms)
         .await
         .map_err(|e| CliError::Check(format!("vault: {e}")))
 }

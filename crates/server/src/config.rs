@@ -7,6 +7,9 @@
 //! DIR/postal/ca.pem       the postal CA certificate
 //! DIR/postal/ca-key.pem   the CA's key (development vaults only; 0600)
 //! DIR/postal/provider.key the provider's order-signing key, PKCS#8 (development; 0600)
+//! DIR/kms/kms.json        the key management system: its boxes and domains
+//! DIR/kms/boxes/ID.box    each secure box's state, sealed under its operation combination
+//! DIR/kms/shares/ID.share its operation shares (development vaults only; 0600)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -47,14 +50,30 @@ pub struct VaultConfig {
     /// Seconds between the audit service's verifications of the audit database.
     #[serde(default = "default_audit_interval")]
     pub audit_interval_seconds: u64,
+    /// The post whose domain master keys every meter gets (version 2).
+    #[serde(default = "default_postal_domain")]
+    pub postal_domain: String,
+    /// The country the meters are registered in: the KMS sub-domains
+    /// `VE.<country>` and `<postal_domain>.<country>` (version 2).
+    #[serde(default = "default_country")]
+    pub country: String,
+}
+
+fn default_postal_domain() -> String {
+    "USPS".into()
+}
+
+fn default_country() -> String {
+    "US".into()
 }
 
 fn default_audit_interval() -> u64 {
     30
 }
 
-/// The configuration's format version.
-pub const CONFIG_VERSION: u8 = 1;
+/// The configuration's format version. Version 1 (before the KMS) is read
+/// and upgraded: its postal domain and country take their defaults.
+pub const CONFIG_VERSION: u8 = 2;
 
 /// What can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +106,13 @@ impl VaultConfig {
             path: file.to_owned(),
             error,
         })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let mut config: Self = serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: file.to_owned(),
             error: e.to_string(),
         })?;
+        if config.version == 1 {
+            config.version = CONFIG_VERSION;
+        }
         config.check().map_err(|error| ConfigError::Invalid {
             path: file.to_owned(),
             error,
@@ -129,6 +151,13 @@ impl VaultConfig {
         if self.vendor_code.len() != 2 || !self.vendor_code.bytes().all(|b| b.is_ascii_uppercase())
         {
             return Err("vendor_code: two capital letters".into());
+        }
+        postvault_kms::DomainId::new(&self.postal_domain)
+            .ok()
+            .filter(|d| !d.is_sub_domain() && d.as_str() != postvault_kms::ids::VENDOR)
+            .ok_or("postal_domain: 2-8 capital letters or digits, not VE")?;
+        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err("country: two capital letters (ISO 3166 alpha-2)".into());
         }
         Ok(())
     }
@@ -195,6 +224,12 @@ impl DataDir {
     #[must_use]
     pub fn auditor_token(&self) -> PathBuf {
         self.0.join("auditor.token")
+    }
+
+    /// The key management system's directory.
+    #[must_use]
+    pub fn kms(&self) -> PathBuf {
+        self.0.join("kms")
     }
 
     /// A configured module directory, resolved.

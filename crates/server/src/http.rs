@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use postvault_client::api::{
     ApiError, Call, CallReply, HistoryItem, MeterCreated, NewMeter, Purchase, Register, Registered,
-    SealedCall, SealedReply, SignOnRequest, SignedOn, VaultInfo,
+    SealedCall, SealedReply, SignOnRequest, SignedOn, TokenCheck, TokenVerdicts, VaultInfo,
 };
 use postvault_store::Store;
 use serde::Serialize;
@@ -35,7 +35,8 @@ pub const MAX_BODY: usize = 256 * 1024;
         sign_on,
         session,
         audit,
-        audit_entries
+        audit_entries,
+        verify_tokens
     ),
     components(schemas(
         VaultInfo,
@@ -55,7 +56,9 @@ pub const MAX_BODY: usize = 256 * 1024;
         PoolStatus,
         crate::audit::AuditReport,
         crate::audit::ModuleLog,
-        AuditEntries
+        AuditEntries,
+        TokenCheck,
+        TokenVerdicts
     ))
 )]
 pub struct ApiDoc;
@@ -277,6 +280,30 @@ async fn session<S: Store>(
     Ok(Json(s.session(&req).await?))
 }
 
+/// Token verification for mail-processing data capture (seed 002): the
+/// text of an indicium's fields; the vendor's and the post's brass processes
+/// recompute their tokens.
+#[utoipa::path(post, path = "/v1/tokens/verify", request_body = TokenCheck,
+    responses((status = 200, body = TokenVerdicts), (status = 400, body = ApiError)))]
+async fn verify_tokens<S: Store>(
+    State(s): Shared<S>,
+    Json(req): Json<TokenCheck>,
+) -> Result<Json<TokenVerdicts>, Failure> {
+    let data = postvault_indicium::text::from_text(&req.indicium)
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let signed = data
+        .encode_signed_part()
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let [vendor, postal] = s.verify_tokens(&signed)?;
+    Ok(Json(TokenVerdicts {
+        meter: data.device_id.to_string(),
+        date: data.date.to_string(),
+        vendor: vendor.name().into(),
+        postal: postal.name().into(),
+        good: vendor == postvault_kms::Verdict::Good && postal == postvault_kms::Verdict::Good,
+    }))
+}
+
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -295,6 +322,7 @@ pub fn router<S: Store>(service: Arc<Service<S>>) -> Router {
         // The name for it, for auditors' tools.
         .route("/audit", get(audit::<S>))
         .route("/v1/audit/entries", get(audit_entries::<S>))
+        .route("/v1/tokens/verify", post(verify_tokens::<S>))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
 }

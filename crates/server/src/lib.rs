@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod config;
 pub mod http;
+pub mod kms;
 pub mod moduledir;
 pub mod service;
 pub mod vault;

@@ -16,6 +16,7 @@ use postvault_store::{MeterTx, PurchaseRow, PurchaseStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::VaultConfig;
+use crate::kms::VaultKms;
 use crate::vault::{SignOn, Vault, VaultError};
 
 /// Why the service refused, with what the client should see.
@@ -27,6 +28,9 @@ pub enum ServiceError {
     /// The vault refused or failed.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The key management system refused.
+    #[error("key management: {0}")]
+    Kms(#[from] postvault_kms::KmsError),
     /// Wrong passphrase at sign-on.
     #[error("wrong passphrase ({failures} in a row{})", if *locked { "; sign-on is now locked" } else { "" })]
     WrongPassphrase {
@@ -110,6 +114,7 @@ pub struct Service<S: Store> {
     config: VaultConfig,
     vendor: (postvault_module::cryptocard::CardPublic, (u8, Vec<u8>)),
     audit_alarm: std::sync::Mutex<Option<String>>,
+    kms: VaultKms<S>,
 }
 
 impl<S: Store> Service<S> {
@@ -123,6 +128,7 @@ impl<S: Store> Service<S> {
         ca: PostalCa,
         provider: SigningKey,
         config: VaultConfig,
+        kms: VaultKms<S>,
     ) -> Result<Self> {
         let vendor = vault.vendor_key().await?;
         Ok(Self {
@@ -132,7 +138,155 @@ impl<S: Store> Service<S> {
             config,
             vendor,
             audit_alarm: std::sync::Mutex::new(None),
+            kms,
         })
+    }
+
+    /// The vault's key management system.
+    pub fn kms(&self) -> &VaultKms<S> {
+        &self.kms
+    }
+
+    /// Installs a vendor and a postal domain master key into a new meter
+    /// (seed 002, figs. 24-25): oak generates each, steel seals it to the
+    /// meter, the meter installs it and shows its test tokens, brass checks
+    /// them against the archive's key. A Bad installation stops here.
+    ///
+    /// # Errors
+    /// Any refusal on the way; [`postvault_kms::Fault::TestTokens`] for a Bad key.
+    pub async fn install_domain_keys(&self, device: DeviceId) -> Result<()> {
+        self.install_domain_keys_in(device, &self.kms.install_domains())
+            .await
+    }
+
+    /// [`Service::install_domain_keys`] from these install domains (the
+    /// vendor's first, then a post's or the earth domain's).
+    ///
+    /// # Errors
+    /// As [`Service::install_domain_keys`].
+    pub async fn install_domain_keys_in(
+        &self,
+        device: DeviceId,
+        domains: &[postvault_kms::DomainId],
+    ) -> Result<()> {
+        let k = &self.kms.kms;
+        for domain in domains {
+            let mi4 = k.request_key(domain, self.kms.steel).await?;
+            let mi5 = k.steel_install(
+                self.kms.steel,
+                &mi4,
+                device.to_bytes(),
+                self.vendor.0.registration_hpke,
+            )?;
+            let role = if postvault_kms::role_of(domain) == 1 {
+                postvault_module::psd::DomainRole::Vendor
+            } else {
+                postvault_module::psd::DomainRole::Postal
+            };
+            let test_tokens = self
+                .vault
+                .install_domain_key(device, role, domain.as_str(), mi5.key_id, mi5.sealed_key)
+                .await?;
+            let done = k
+                .finish_install(
+                    self.kms.steel,
+                    &postvault_kms::message::MeterEvidence {
+                        device: device.to_bytes(),
+                        domain: domain.clone(),
+                        key_id: mi5.key_id,
+                        test_tokens,
+                    },
+                )
+                .await?;
+            tracing::info!(meter = %device, domain = %domain, key_id = done.key_id, status = done.status.name(), "domain master key installed");
+            if done.status != postvault_kms::KeyStatus::Installed {
+                return Err(postvault_kms::KmsError::refused(
+                    postvault_kms::Fault::TestTokens,
+                    format!("the {domain} key of meter {device} is Bad: its test tokens differ from the archive's"),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a licensed meter's keys (seed 002, fig. 26, MR1-MR4): the
+    /// meter reports its indicia number (its meter number) and country under
+    /// each key; the country's brass processes check them and make the keys Active.
+    ///
+    /// # Errors
+    /// Any refusal on the way.
+    pub async fn register_domain_keys(&self, device: DeviceId) -> Result<()> {
+        let country = self.kms.country.clone();
+        self.register_domain_keys_in(device, &country).await
+    }
+
+    /// [`Service::register_domain_keys`] in `country`'s sub-domains of the
+    /// meter's install domains (an earth domain meter is assigned to its
+    /// country this way, once).
+    ///
+    /// # Errors
+    /// As [`Service::register_domain_keys`].
+    pub async fn register_domain_keys_in(&self, device: DeviceId, country: &str) -> Result<()> {
+        let indicia_number = device.to_string();
+        let (tokens, date) = self
+            .vault
+            .register_domain_keys(device, &indicia_number, country)
+            .await?;
+        for (_, domain, key_id, token) in tokens {
+            let domain = postvault_kms::DomainId::new(&domain)?;
+            let sub = domain.sub_domain(country)?;
+            let report = postvault_kms::message::RegistrationReport {
+                domain,
+                key_id,
+                device: device.to_bytes(),
+                indicia_number: indicia_number.clone(),
+                country: country.to_owned(),
+                date,
+                token,
+            };
+            self.kms.kms.register(&sub, &report).await?;
+            tracing::info!(meter = %device, domain = %sub, key_id, "domain master key registered: active");
+        }
+        Ok(())
+    }
+
+    /// The provider takes a meter out of service: the refund indicium
+    /// (Withdrawn), then its keys become Obsolete (seed 002, fig. 27): its
+    /// tokens verify only for mail dated up to today.
+    ///
+    /// # Errors
+    /// The module's or the KMS's refusal.
+    pub async fn withdraw_meter(&self, device: DeviceId) -> Result<Vec<u8>> {
+        let outcome = self.order(device, |_| ProviderAction::Refund).await?;
+        let postvault_module::postal::PostalOutcome::Refund { indicium } = outcome else {
+            return Err(VaultError::Pool("unexpected reply to the refund order".into()).into());
+        };
+        let today = Self::today()?;
+        for sub in self.kms.sub_domains()? {
+            let n = self
+                .kms
+                .kms
+                .obsolete(&sub, device.to_bytes(), today.days())
+                .await?;
+            tracing::info!(meter = %device, domain = %sub, keys = n, "meter out of service: keys obsolete");
+        }
+        Ok(indicium)
+    }
+
+    /// Verifies an indicium's vendor and postal tokens (its signed part)
+    /// with the country sub-domains' brass boxes.
+    ///
+    /// # Errors
+    /// The KMS's refusal.
+    pub fn verify_tokens(&self, signed: &[u8]) -> Result<[postvault_kms::Verdict; 2]> {
+        let [vendor, post] = self.kms.sub_domains()?;
+        let v = self.kms.kms.verify(&vendor, vec![signed.to_vec()])?;
+        let p = self.kms.kms.verify(&post, vec![signed.to_vec()])?;
+        match (v.first(), p.first()) {
+            (Some(v), Some(p)) => Ok([*v, *p]),
+            _ => Err(ServiceError::BadRequest("no verdict".into())),
+        }
     }
 
     /// The audit service's verification: every module's log in the audit
@@ -215,6 +369,18 @@ impl<S: Store> Service<S> {
     /// # Errors
     /// [`StoreError::Duplicate`] if the customer id is taken; the module's or CA's refusal.
     pub async fn new_meter(&self, req: &api::NewMeter) -> Result<MeterCreated> {
+        self.new_meter_in(req, &self.kms.install_domains()).await
+    }
+
+    /// [`Service::new_meter`] with domain master keys from these install domains.
+    ///
+    /// # Errors
+    /// As [`Service::new_meter`].
+    pub async fn new_meter_in(
+        &self,
+        req: &api::NewMeter,
+        domains: &[postvault_kms::DomainId],
+    ) -> Result<MeterCreated> {
         postvault_module::psd::check_customer_id(&req.customer_id)
             .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         if self
@@ -253,6 +419,7 @@ impl<S: Store> Service<S> {
                 .await
             {
                 Ok(()) => {
+                    self.install_domain_keys_in(device, domains).await?;
                     let record = serde_json::to_vec(&CustomerRecord {
                         version: 1,
                         licensing_zip: None,
@@ -358,8 +525,20 @@ impl<S: Store> Service<S> {
             licensing_zip,
             dr_limit: Money::from_tenths(self.config.dr_limit),
         })
-        .await
-        .map(|_| ())
+        .await?;
+        let keys = self.vault.store().package(device.to_bytes()).await?;
+        let registered = keys
+            .map(|row| postvault_module::psd::PsdPackage::decode(&row.package))
+            .transpose()
+            .map_err(VaultError::Module)?
+            .map(|p| p.peek())
+            .transpose()
+            .map_err(VaultError::Module)?
+            .is_some_and(|b| b.key_registration.is_some() || b.domain_keys.is_empty());
+        if !registered {
+            self.register_domain_keys(device).await?;
+        }
+        Ok(())
     }
 
     /// Signs a provider order for the meter's current package and runs it,
@@ -721,6 +900,10 @@ pub fn error_code(e: &ServiceError) -> (&'static str, String) {
             },
             VaultError::Module(M::InvalidArgument { .. } | M::Malformed { .. }) => "bad_request",
             _ => "internal",
+        },
+        ServiceError::Kms(k) => match k.fault() {
+            Some(postvault_kms::Fault::Storage | postvault_kms::Fault::Crypto) | None => "internal",
+            Some(f) => f.code(),
         },
     };
     if code == "internal" {

@@ -620,6 +620,77 @@ impl<S: Store> Vault<S> {
         customer_reply(done.ran()?)
     }
 
+    /// KMS message MI5 into the meter's package; returns MI6, the test tokens.
+    ///
+    /// # Errors
+    /// The module's refusal (installed already, wrong state, a key that does
+    /// not open for this meter); a store failure.
+    pub async fn install_domain_key(
+        &self,
+        device: DeviceId,
+        role: postvault_module::psd::DomainRole,
+        domain: &str,
+        key_id: u64,
+        sealed_key: Vec<u8>,
+    ) -> Result<[u8; 16]> {
+        let done = self
+            .on_meter(
+                device,
+                None,
+                None,
+                |package| PostalCommand::InstallDomainKey {
+                    package,
+                    role,
+                    domain: domain.to_owned(),
+                    key_id,
+                    sealed_key,
+                },
+                async |_: &mut S::Tx, _: &PostalReply| Ok(()),
+            )
+            .await?;
+        match done.ran()?.outcome {
+            PostalOutcome::KeyInstalled { test_tokens } => Ok(test_tokens),
+            _ => Err(VaultError::Pool(
+                "unexpected reply to Install Domain Key".into(),
+            )),
+        }
+    }
+
+    /// KMS message MR1: the meter records its indicia number and country and
+    /// reports them under each domain key; returns the reports' tokens and date.
+    ///
+    /// # Errors
+    /// The module's refusal (registered already, keys missing); a store failure.
+    pub async fn register_domain_keys(
+        &self,
+        device: DeviceId,
+        indicia_number: &str,
+        country: &str,
+    ) -> Result<(
+        Vec<(postvault_module::psd::DomainRole, String, u64, [u8; 16])>,
+        u16,
+    )> {
+        let done = self
+            .on_meter(
+                device,
+                None,
+                None,
+                |package| PostalCommand::RegisterDomainKeys {
+                    package,
+                    indicia_number: indicia_number.to_owned(),
+                    country: country.to_owned(),
+                },
+                async |_: &mut S::Tx, _: &PostalReply| Ok(()),
+            )
+            .await?;
+        match done.ran()?.outcome {
+            PostalOutcome::KeysRegistered { tokens, date } => Ok((tokens, date)),
+            _ => Err(VaultError::Pool(
+                "unexpected reply to Register Domain Keys".into(),
+            )),
+        }
+    }
+
     /// A provider order (authorise customer, download, refund, password reset).
     /// A refund indicium is stored like any other.
     ///
