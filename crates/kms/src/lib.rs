@@ -18,6 +18,7 @@ pub mod ids;
 pub mod message;
 pub mod request;
 pub mod setup;
+pub mod softmeter;
 pub mod storage;
 pub mod tables;
 

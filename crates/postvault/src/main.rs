@@ -7,6 +7,7 @@
 mod bench;
 mod ceremony;
 mod error;
+mod kms;
 mod loadgen;
 mod meter;
 mod postal;
@@ -88,6 +89,10 @@ enum Top {
     /// The provider's commands on a local vault: authorise customers and approve purchases.
     #[command(subcommand)]
     Provider(ProviderCmd),
+    /// The key management system of a local vault (stopped): domains, secure
+    /// boxes, meters' keys, tin-box token keys, and the seed's whole story (`demo`).
+    #[command(subcommand)]
+    Kms(KmsCmd),
     /// Measure this machine: module operations on a scratch module, or with
     /// --server, concurrent signed-on customers creating indicia over HTTP.
     Bench {
@@ -103,6 +108,12 @@ enum Top {
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Measure token verification instead (brass and tin boxes, one core).
+        #[arg(long)]
+        tokens: bool,
+        /// Registered meters in the token benchmark.
+        #[arg(long, default_value_t = 1000)]
+        meters: u32,
     },
     /// Verify an indicium from a PNG image: decode, parse, certificate chain to the
     /// postal CA, signature, value and date. Prints each check; exit 0 valid,
@@ -133,6 +144,64 @@ struct VerifyArgs {
     /// Reject dates of mailing more than this many days before today.
     #[arg(long, default_value_t = 30)]
     max_age_days: u16,
+    /// Also check the vendor and postal tokens with the KMS's brass
+    /// processes: a stopped vault's data directory, or a server URL.
+    #[arg(long)]
+    kms: Option<String>,
+    /// Also check the token with a tin box's temporal token keys (the file
+    /// `postvault kms token-keys` writes).
+    #[arg(long)]
+    token_keys: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KmsCmd {
+    /// Domains and secure boxes, and whether each box has its operation shares.
+    Status {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Create a security domain (e.g. UKRM) or a country sub-domain (e.g.
+    /// UKRM.GB) and give the vault's boxes their processes for it.
+    DomainCreate {
+        /// The domain id.
+        domain: String,
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// A meter's domain master keys: each key's records in the archive
+    /// (installation, registration, obsolescence).
+    Meter {
+        /// The meter number (e.g. PV00000042).
+        meter: String,
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// The month's temporal token keys of a sub-domain's meters, sealed to
+    /// the vault's tin box, for `postvault verify --token-keys`.
+    TokenKeys {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The month (YYYY-MM; default this month).
+        #[arg(long)]
+        month: Option<String>,
+        /// The country sub-domain (default the post's, e.g. USPS.US).
+        #[arg(long)]
+        domain: Option<String>,
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The seed's whole story on a development vault in DIR/vault, narrated.
+    Demo {
+        /// The demo's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -460,6 +529,16 @@ enum ProviderCmd {
         /// Only this meter (e.g. PV00000042).
         #[arg(long)]
         meter: Option<String>,
+    },
+    /// Take a meter out of service: its refund indicium (Withdrawn), then its
+    /// domain master keys become Obsolete.
+    Withdraw {
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The meter number (e.g. PV00000042).
+        #[arg(long)]
+        meter: String,
     },
     /// License a registered customer (Authorize Customer).
     Authorize {
@@ -943,10 +1022,38 @@ fn provider_cmd(cmd: ProviderCmd) -> Result<(), CliError> {
         ProviderCmd::Authorize { data_dir, customer } => {
             vec![serve::provider_authorize(&data_dir, &customer)?]
         }
+        ProviderCmd::Withdraw { data_dir, meter } => kms::withdraw(&data_dir, &meter)?,
     };
     if lines.is_empty() {
         println!("nothing pending");
     }
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn kms_cmd(cmd: KmsCmd) -> Result<(), CliError> {
+    let lines = match cmd {
+        KmsCmd::Status { data_dir } => kms::status(&data_dir)?,
+        KmsCmd::DomainCreate { domain, data_dir } => kms::create_domain(&data_dir, &domain)?,
+        KmsCmd::Meter { meter, data_dir } => kms::meter(&data_dir, &meter)?,
+        KmsCmd::TokenKeys {
+            data_dir,
+            month,
+            domain,
+            out,
+        } => vec![kms::token_keys(
+            &data_dir,
+            month.as_deref(),
+            domain.as_deref(),
+            &out,
+        )?],
+        KmsCmd::Demo { dir } => {
+            kms::demo(&dir, &mut |l| println!("{l}"))?;
+            Vec::new()
+        }
+    };
     for l in lines {
         println!("{l}");
     }
@@ -997,6 +1104,12 @@ fn main() -> ExitCode {
         Top::Module(c) => module(c),
         Top::Audit(c) => audit(c),
         Top::Bench {
+            tokens: true,
+            meters,
+            duration,
+            ..
+        } => kms::bench_tokens(meters, duration),
+        Top::Bench {
             server: Some(server),
             clients,
             duration,
@@ -1023,6 +1136,7 @@ fn main() -> ExitCode {
         .map(|_| ()),
         Top::Meter(c) => meter_cmd(c),
         Top::Provider(c) => provider_cmd(c),
+        Top::Kms(c) => kms_cmd(c),
         Top::Verify(a) => verify::verify(&verify::VerifyOptions {
             image: &a.image,
             ca: &a.ca,
@@ -1030,6 +1144,8 @@ fn main() -> ExitCode {
             json: a.json,
             today: a.today.as_deref(),
             max_age_days: a.max_age_days,
+            kms: a.kms.as_deref(),
+            token_keys: a.token_keys.as_deref(),
         }),
         Top::Indicium(IndiciumCmd::Sample {
             out_dir,

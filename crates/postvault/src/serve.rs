@@ -147,6 +147,15 @@ pub async fn open_service(
     auto_approve: bool,
 ) -> Result<LocalService, CliError> {
     let lock_path = data.path().join("vault.lock");
+    // This process may open the same vault again (after closing it, as
+    // `kms demo` does between its steps): the lock it holds is its own.
+    static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let poisoned = |_| CliError::Check("the vault lock table is poisoned".into());
+    let canonical = std::fs::canonicalize(data.path()).unwrap_or_else(|_| data.path().to_owned());
+    let ours = HELD.lock().map_err(poisoned)?.contains(&canonical);
+    if ours {
+        return open_locked(data, config_file, auto_approve).await;
+    }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -161,6 +170,15 @@ pub async fn open_service(
     }
     // Held until the process exits: one process drives the modules at a time.
     std::mem::forget(lock);
+    HELD.lock().map_err(poisoned)?.push(canonical);
+    open_locked(data, config_file, auto_approve).await
+}
+
+async fn open_locked(
+    data: &DataDir,
+    config_file: Option<&Path>,
+    auto_approve: bool,
+) -> Result<LocalService, CliError> {
     let file = config_file.map_or_else(|| data.config(), Path::to_owned);
     let mut config = VaultConfig::read(&file).map_err(|e| CliError::Input(e.to_string()))?;
     config.auto_approve |= auto_approve;
@@ -299,7 +317,7 @@ pub fn serve_cmd(
     })
 }
 
-fn block_on<T>(f: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
+pub(crate) fn block_on<T>(f: impl Future<Output = Result<T, CliError>>) -> Result<T, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -307,7 +325,7 @@ fn block_on<T>(f: impl Future<Output = Result<T, CliError>>) -> Result<T, CliErr
         .block_on(f)
 }
 
-fn service_error(e: postvault_server::service::ServiceError) -> CliError {
+pub(crate) fn service_error(e: postvault_server::service::ServiceError) -> CliError {
     CliError::Check(e.to_string())
 }
 

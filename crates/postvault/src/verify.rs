@@ -27,6 +27,11 @@ pub struct VerifyOptions<'a> {
     pub today: Option<&'a str>,
     /// Oldest acceptable date of mailing, in days before today.
     pub max_age_days: u16,
+    /// Check the tokens with the KMS's brass processes: a stopped vault's
+    /// data directory or a server URL.
+    pub kms: Option<&'a str>,
+    /// Check the token with a tin box's temporal token keys.
+    pub token_keys: Option<&'a Path>,
 }
 
 /// Largest input file read (an indicium image at 600 dpi is a few kilobytes).
@@ -185,6 +190,30 @@ pub fn verify(opts: &VerifyOptions<'_>) -> Result<(), CliError> {
 
     if let Some(Outcome::Fail(e)) = report.outcome(CheckName::Decode) {
         return Err(CliError::Indicium(e.clone()));
+    }
+    let mut token_failures = Vec::new();
+    if let Some(fields) = &report.fields
+        && (opts.kms.is_some() || opts.token_keys.is_some())
+    {
+        for (what, verdict) in crate::kms::token_checks(fields, opts.kms, opts.token_keys)? {
+            let good = verdict == postvault_kms::Verdict::Good;
+            if !opts.json {
+                if good {
+                    println!("PASS {what}");
+                } else {
+                    println!("FAIL {what}: {}", verdict.name());
+                }
+            }
+            if !good {
+                token_failures.push(what);
+            }
+        }
+    }
+    if !token_failures.is_empty() {
+        return Err(CliError::Check(format!(
+            "the indicium is NOT valid: {} failed",
+            token_failures.join(", ")
+        )));
     }
     if report.valid() {
         if !opts.json {
