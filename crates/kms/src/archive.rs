@@ -195,6 +195,16 @@ pub fn admit(dirs: &Directories, current: Option<&Entry>, record: &Signed) -> Re
                     "the record is for another key",
                 ));
             }
+            if !cur.status.can_become(entry.status) {
+                return Err(KmsError::refused(
+                    Fault::InvalidTransition,
+                    format!(
+                        "{} → {} is not a key status transition",
+                        cur.status.name(),
+                        entry.status.name()
+                    ),
+                ));
+            }
             if cur.device.is_some() && cur.device != entry.device {
                 return Err(KmsError::refused(
                     Fault::Mismatch,
@@ -205,16 +215,6 @@ pub fn admit(dirs: &Directories, current: Option<&Entry>, record: &Signed) -> Re
                 return Err(KmsError::refused(
                     Fault::UnknownDomain,
                     "a key registered in one country never moves to another",
-                ));
-            }
-            if !cur.status.can_become(entry.status) {
-                return Err(KmsError::refused(
-                    Fault::InvalidTransition,
-                    format!(
-                        "{} → {} is not a key status transition",
-                        cur.status.name(),
-                        entry.status.name()
-                    ),
                 ));
             }
             if entry.time <= cur.time {

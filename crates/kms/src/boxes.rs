@@ -460,6 +460,9 @@ impl SecureBox {
         if self.unlocked.is_some() {
             return Ok(true);
         }
+        if share.share.id == 0 || share.share.id > share.total || share.share.value.len() != 32 {
+            return Err(refused(Fault::BadShare, "the share is malformed"));
+        }
         if self.entered.iter().any(|s| s.id == share.share.id) {
             return Err(refused(Fault::BadShare, "that share is already entered"));
         }
@@ -467,7 +470,10 @@ impl SecureBox {
         if self.entered.len() < usize::from(share.total) {
             return Ok(false);
         }
-        let combination = shamir::combine(&self.entered, share.total)?;
+        let Ok(combination) = shamir::combine(&self.entered, share.total) else {
+            self.entered.pop();
+            return Err(refused(Fault::BadShare, "the shares do not combine"));
+        };
         let key = state_key(combination.expose(), &self.file.salt, self.id)?;
         let opened = aead::open(&key, self.id.to_string().as_bytes(), &self.file.sealed);
         let Ok(plain) = opened else {
@@ -547,13 +553,17 @@ impl SecureBox {
     /// levels of checks. A refusal changes nothing in the box.
     #[must_use]
     pub fn handle(&mut self, request: &[u8]) -> Vec<u8> {
-        let answer = self.dispatch(request);
-        let framed = match &answer {
-            Ok(r) => message::encode(r).and_then(|b| Ok(frame::encode(ANSWER_OK, &b)?)),
-            Err(e) => {
-                message::encode(&Refusal::from(e)).and_then(|b| Ok(frame::encode(ANSWER_ERR, &b)?))
-            }
+        let refusal = |e: &KmsError| {
+            message::encode(&Refusal::from(e)).and_then(|b| Ok(frame::encode(ANSWER_ERR, &b)?))
         };
+        let framed = match self.dispatch(request) {
+            // An answer too large for a frame becomes a refusal saying so.
+            Ok(r) => message::encode(&r)
+                .and_then(|b| Ok(frame::encode(ANSWER_OK, &b)?))
+                .or_else(|e| refusal(&e)),
+            Err(e) => refusal(&e),
+        };
+        // A refusal is a few dozen bytes: it always frames.
         framed.unwrap_or_default()
     }
 
@@ -939,6 +949,12 @@ impl SecureBox {
                 "the archive record is not New",
             ));
         }
+        if time <= new.time || time <= inst.time {
+            return Err(refused(
+                Fault::TimeOrder,
+                "the check would precede the records it checks",
+            ));
+        }
         let brass_sk = hpke_private(p.keys.brass_conf, "brass confidentiality")?;
         let key_aad = aad(&[new.domain.as_str().as_bytes(), &new.key_id.to_be_bytes()]);
         let master = Secret32::from_slice(
@@ -1022,6 +1038,12 @@ impl SecureBox {
             return Err(refused(
                 Fault::InvalidTransition,
                 format!("the key is {}, not installed", rec.status.name()),
+            ));
+        }
+        if time <= rec.time {
+            return Err(refused(
+                Fault::TimeOrder,
+                "registration would precede installation",
             ));
         }
         if rec.device != report.device || rec.key_id != report.key_id || rec.domain != report.domain

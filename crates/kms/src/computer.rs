@@ -183,24 +183,34 @@ impl<A: Archive> Kms<A> {
     /// [`Fault::UnknownDomain`] if there is none.
     pub fn box_for(&self, kind: BoxKind, domain: &DomainId) -> Result<BoxId> {
         let mut boxes = lock(&self.boxes)?;
+        let mut disabled = None;
         for b in boxes.values_mut() {
             if b.id().kind != kind {
                 continue;
             }
-            if let Ok(Response::Status {
-                id,
-                enabled: true,
-                domains,
-            }) = b.call(&Request::Status)
+            if !b.is_enabled() {
+                disabled = Some(b.id());
+                continue;
+            }
+            if let Ok(Response::Status { id, domains, .. }) = b.call(&Request::Status)
                 && domains.contains(domain)
             {
                 return Ok(id);
             }
         }
-        Err(KmsError::refused(
-            Fault::UnknownDomain,
-            format!("no enabled {} box serves {domain}", kind.name()),
-        ))
+        Err(match disabled {
+            Some(id) => KmsError::refused(
+                Fault::Disabled,
+                format!(
+                    "no enabled {} box serves {domain} ({id} needs its operation shares)",
+                    kind.name()
+                ),
+            ),
+            None => KmsError::refused(
+                Fault::UnknownDomain,
+                format!("no {} box serves {domain}", kind.name()),
+            ),
+        })
     }
 
     /// The directory of a known domain.
@@ -341,8 +351,9 @@ impl<A: Archive> Kms<A> {
     /// # Errors
     /// Any box's or the archive's refusal.
     pub async fn request_key(&self, domain: &DomainId, steel: BoxId) -> Result<Signed> {
-        let key_id = self.archive.next_key_id(domain).await?;
+        // The oak box first: no key id is used up for a box that cannot act.
         let oak = self.box_for(BoxKind::Oak, domain)?;
+        let key_id = self.archive.next_key_id(domain).await?;
         let Response::NewKey { archive, install } = self.call(
             oak,
             &Request::GenerateKey {

@@ -12,8 +12,9 @@ use crate::error::FramingError;
 pub const STX: u8 = 0x02;
 /// End of text.
 pub const ETX: u8 = 0x03;
-/// Largest body a frame carries.
-pub const MAX_BODY: usize = 64 * 1024;
+/// Largest body a frame carries: room for a month's token keys of about
+/// 20 000 meters, or as many indicia in one verification request.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
 const HEADER: usize = 1 + 1 + 4;
 const TRAILER: usize = 4 + 1;
 

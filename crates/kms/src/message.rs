@@ -155,9 +155,12 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 /// # Errors
 /// [`KmsError::Syntax`] if they do not parse.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|_| KmsError::Syntax {
-        what: "KMS record or message",
-    })
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(KmsError::Syntax {
+            what: "KMS record or message (malformed, or with bytes after it)",
+        }),
+    }
 }
 
 /// A P-256 public key from its bytes.

@@ -8,14 +8,15 @@
     clippy::indexing_slicing
 )]
 
-use postvault_crypto::{Secret32, hpke};
-use postvault_indicium::token::{self, Period, RegistrationFacts, TokenKey};
-use postvault_indicium::{Date, DeviceId};
-use postvault_kms::computer::MemArchive;
-use postvault_kms::message::{MeterEvidence, MeterInstall, RegistrationReport};
+use postvault_crypto::Secret32;
+use postvault_indicium::Date;
+use postvault_indicium::token;
+use postvault_kms::archive::{Directories, Entry};
+use postvault_kms::computer::{Archive, MemArchive};
+use postvault_kms::message::{InstallRecord, MeterEvidence, MeterInstall, RegistrationReport};
 use postvault_kms::setup::{Plan, SetUp, set_up};
 use postvault_kms::storage::MemStorage;
-use postvault_kms::{DomainId, Installed, role_of};
+use postvault_kms::{BoxId, DomainId, Fault, Installed, KmsError, Request, Response, Signed};
 
 pub type Fallible<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -38,40 +39,24 @@ pub async fn kms() -> Fallible<SetUp<MemArchive>> {
     .await?)
 }
 
-/// A meter's domain keys, as a PSD keeps them.
-pub struct SoftMeter {
-    pub device: [u8; 6],
-    pub key: hpke::PrivateKey,
-    pub public: [u8; 32],
-    pub keys: Vec<(DomainId, u64, Secret32)>,
+/// The crate's software meter, with the tests' unwrapping.
+pub struct SoftMeter(postvault_kms::softmeter::SoftMeter);
+
+impl std::ops::Deref for SoftMeter {
+    type Target = postvault_kms::softmeter::SoftMeter;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl SoftMeter {
     pub fn new(serial: u32) -> Self {
-        let (key, public) = hpke::PrivateKey::generate().unwrap();
-        let mut device = *b"PV\0\0\0\0";
-        device[2..].copy_from_slice(&serial.to_be_bytes());
-        Self {
-            device,
-            key,
-            public: public.0,
-            keys: Vec::new(),
-        }
+        Self(postvault_kms::softmeter::SoftMeter::new(serial).unwrap())
     }
 
     /// MI5 → MI6.
     pub fn install(&mut self, m: &MeterInstall) -> MeterEvidence {
-        let aad = token::install_aad(m.domain.as_str(), m.key_id, m.device, m.role);
-        let k = hpke::open(&self.key, token::INSTALL_INFO, &aad, &m.sealed_key).unwrap();
-        let k = Secret32::from_slice(k.expose()).unwrap();
-        let test_tokens = token::test_tokens(&k, m.domain.as_str()).unwrap();
-        self.keys.push((m.domain.clone(), m.key_id, k));
-        MeterEvidence {
-            device: self.device,
-            domain: m.domain.clone(),
-            key_id: m.key_id,
-            test_tokens,
-        }
+        self.0.install(m).unwrap()
     }
 
     /// MR1 for the key of `domain`.
@@ -82,47 +67,31 @@ impl SoftMeter {
         country: &str,
         date: Date,
     ) -> RegistrationReport {
-        let (_, key_id, k) = self.keys.iter().find(|(dd, _, _)| dd == domain).unwrap();
-        let facts = RegistrationFacts {
-            device: DeviceId::from_bytes(self.device).unwrap(),
-            indicia_number: indicia_number.into(),
-            country: country.into(),
-            date,
-        };
-        RegistrationReport {
-            domain: domain.clone(),
-            key_id: *key_id,
-            device: self.device,
-            indicia_number: indicia_number.into(),
-            country: country.into(),
-            date: date.days(),
-            token: token::registration_token(k, domain.as_str(), &facts).unwrap(),
-        }
+        self.0
+            .report(domain, indicia_number, country, date)
+            .unwrap()
     }
 
     /// An indicium's signed part (51 bytes) dated `date`, with the tokens of
     /// every installed key in place.
     pub fn indicium(&self, date: Date, postage_tenths: u32) -> [u8; 51] {
-        let mut b = [0u8; 51];
-        b[0] = 1;
-        b[1] = 1;
-        b[6..12].copy_from_slice(&self.device);
-        b[17..20].copy_from_slice(&postage_tenths.to_be_bytes()[1..]);
-        b[20..22].copy_from_slice(&date.days().to_be_bytes());
-        let covered = token::covered(&b);
-        for (domain, _, k) in &self.keys {
-            let tk = token::token_key(
-                k,
-                domain.as_str(),
-                DeviceId::from_bytes(self.device).unwrap(),
-                Period::of(date),
-            )
+        self.0.indicium(date, postage_tenths).unwrap()
+    }
+
+    /// MI5 → MI6 from a meter that installs a different, random key instead
+    /// of the one it was sent (a failed write, a swapped part): its test
+    /// tokens, registration reports and indicia are all under that key.
+    pub fn install_other_key(&mut self, m: &MeterInstall) -> MeterEvidence {
+        let honest = token::test_tokens(&Secret32::generate().unwrap(), m.domain.as_str()).unwrap();
+        let evidence = self
+            .0
+            .install_raw(&m.domain, m.key_id, Secret32::generate().unwrap())
             .unwrap();
-            let t = TokenKey::new(&tk).token(&covered);
-            let at = if role_of(domain) == 1 { 43 } else { 47 };
-            b[at..at + 4].copy_from_slice(&t);
-        }
-        b
+        assert_ne!(
+            evidence.test_tokens, honest,
+            "the random key is another key"
+        );
+        evidence
     }
 }
 
@@ -143,4 +112,122 @@ pub async fn install(
 pub fn today() -> Date {
     Date::from_unix_seconds(i64::try_from(postvault_kms::computer::now_ms() / 1000).unwrap())
         .unwrap()
+}
+
+/// Sends one request straight to a connected box.
+pub fn call(k: &SetUp<MemArchive>, id: BoxId, request: &Request) -> Result<Response, KmsError> {
+    k.kms.with_box(id, |b| b.call(request))
+}
+
+/// MI1 → MI2 through the KMS computer (the New record archived): MI3 (as
+/// archived), MI4 and the key id.
+pub async fn generate(
+    k: &SetUp<MemArchive>,
+    domain: &DomainId,
+    steel: BoxId,
+) -> Fallible<(Signed, Signed, u64)> {
+    let mi4 = k.kms.request_key(domain, steel).await?;
+    let key_id = mi4.peek::<InstallRecord>()?.key_id;
+    let history = k.kms.archive().history(domain, key_id).await?;
+    assert_eq!(history.len(), 1);
+    Ok((history[0].record.clone(), mi4, key_id))
+}
+
+/// MI6 → MI7 straight from the steel box (nothing archived).
+pub fn steel_report(k: &SetUp<MemArchive>, steel: BoxId, mi6: &MeterEvidence) -> Fallible<Signed> {
+    match call(
+        k,
+        steel,
+        &Request::MeterEvidence {
+            evidence: mi6.clone(),
+            time: k.kms.time(),
+        },
+    )? {
+        Response::KeyInstalled(mi7) => Ok(mi7),
+        other => Err(format!("steel answered {other:?}").into()),
+    }
+}
+
+/// MI8 → MI9, MI10 straight from the brass box (nothing archived).
+pub fn brass_confirm(
+    k: &SetUp<MemArchive>,
+    mi3: &Signed,
+    mi7: &Signed,
+    time: u64,
+) -> Result<(Signed, Signed), KmsError> {
+    match call(
+        k,
+        k.brass,
+        &Request::ConfirmInstalled {
+            archive: mi3.clone(),
+            installed: mi7.clone(),
+            time,
+        },
+    )? {
+        Response::Installed { archive, confirm } => Ok((archive, confirm)),
+        _ => Err(KmsError::refused(
+            Fault::Mismatch,
+            "brass answered another message",
+        )),
+    }
+}
+
+/// Every message of one installation, taken step by step.
+pub struct Steps {
+    pub key_id: u64,
+    /// MI3, as archived (New).
+    pub mi3: Signed,
+    /// MI4.
+    pub mi4: Signed,
+    /// MI5.
+    pub mi5: MeterInstall,
+    /// MI6.
+    pub mi6: MeterEvidence,
+    /// MI7, signed by steel.
+    pub mi7: Signed,
+    /// MI9, signed by brass and archived.
+    pub mi9: Signed,
+    /// MI10.
+    pub mi10: Signed,
+}
+
+/// Installs a key of `domain` into `meter` with `k.steel`, one message at a
+/// time, archiving MI3 and MI9 as the KMS computer does.
+pub async fn install_steps(
+    k: &SetUp<MemArchive>,
+    meter: &mut SoftMeter,
+    domain: &DomainId,
+) -> Fallible<Steps> {
+    let (mi3, mi4, key_id) = generate(k, domain, k.steel).await?;
+    let mi5 = k
+        .kms
+        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi6 = meter.install(&mi5);
+    let mi7 = steel_report(k, k.steel, &mi6)?;
+    let (mi9, mi10) = brass_confirm(k, &mi3, &mi7, k.kms.time())?;
+    k.kms.archive_record(domain, key_id, &mi9).await?;
+    Ok(Steps {
+        key_id,
+        mi3,
+        mi4,
+        mi5,
+        mi6,
+        mi7,
+        mi9,
+        mi10,
+    })
+}
+
+/// The archive's directories as the KMS computer holds them.
+pub async fn directories(k: &SetUp<MemArchive>) -> Fallible<Directories> {
+    let mut dirs = Directories::new(&k.dks);
+    for s in k.kms.archive().directories().await? {
+        dirs.add(&s)?;
+    }
+    Ok(dirs)
+}
+
+/// A key's archive history.
+pub async fn history(k: &SetUp<MemArchive>, domain: &DomainId, key_id: u64) -> Vec<Entry> {
+    k.kms.archive().history(domain, key_id).await.unwrap()
 }
