@@ -1,0 +1,245 @@
+//! Seed 002 end to end over real HTTP: indicia printed through `postvault
+//! serve` carry vendor and postal tokens; the KMS's brass processes verify
+//! them at `/v1/tokens/verify` from the text of the fields read back from the
+//! Data Matrix image, and a tin box verifies them with the month's token
+//! keys only (`kms token-keys`, `verify --token-keys`). Flipping any bit of
+//! what the tokens cover fails them; once the meter is withdrawn its keys are
+//! Obsolete and tokens dated after that fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use postvault_client::{Connection, Customer, Registration};
+use postvault_crypto::password::Argon2Params;
+use postvault_indicium::decode::decode_png;
+use postvault_indicium::indicium::SIGNED_LEN;
+use postvault_indicium::render::render_png;
+use postvault_indicium::text::to_text;
+use postvault_indicium::{Indicium, Money};
+
+mod common;
+
+use common::server::TestVault;
+use common::text;
+
+fn verdicts(
+    rt: &tokio::runtime::Runtime,
+    conn: &Connection,
+    data: &postvault_indicium::IndiciumData,
+) -> (String, String, bool) {
+    let v = rt.block_on(conn.verify_tokens(&to_text(data))).unwrap();
+    (v.vendor, v.postal, v.good)
+}
+
+#[test]
+fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
+    let mut vault = TestVault::init(true);
+    let url = vault.start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (pngs, meter) = rt.block_on(async {
+        let mut c = Customer::register(
+            Connection::new(&url).unwrap(),
+            &Registration {
+                customer_id: "tokens-1",
+                passphrase: "correct horse battery staple",
+                licensing_zip: 12_345 * 10_000,
+                expect_ca: None,
+                expect_vault_key: None,
+                kdf: Argon2Params::FAST_FOR_TESTS,
+            },
+        )
+        .await
+        .unwrap();
+        c.sign_on().await.unwrap();
+        c.buy(Money::from_cents(1_000).unwrap()).await.unwrap();
+        let mut pngs = Vec::new();
+        for cents in [73, 150] {
+            let p = c
+                .print(Money::from_cents(cents).unwrap(), 1, None)
+                .await
+                .unwrap();
+            pngs.push(render_png(&p.indicium).unwrap());
+        }
+        (pngs, c.device().unwrap())
+    });
+    let conn = Connection::new(&url).unwrap();
+    let mut read_back = Vec::new();
+    for png in &pngs {
+        // What the post scans: the Data Matrix decoded from the image.
+        let ind = Indicium::parse(&decode_png(png).unwrap()).unwrap();
+        let d = ind.data();
+        assert_ne!(d.vendor_token, [0; 4], "a vendor token is printed");
+        assert_ne!(d.postal_token, [0; 4], "a postal token is printed");
+        assert_eq!(
+            verdicts(&rt, &conn, d),
+            ("good".into(), "good".into(), true)
+        );
+        // Every bit of the signed part: a flip either makes the fields
+        // unreadable or fails a token (the vendor token's bits fail only
+        // the vendor's check, the postal token's only the post's).
+        let signed = *ind.signed_bytes();
+        let signature = ind.to_bytes()[SIGNED_LEN..].to_vec();
+        let mut checked = 0;
+        for bit in 0..SIGNED_LEN * 8 {
+            let mut b = signed;
+            b[bit / 8] ^= 1 << (bit % 8);
+            let Ok(flipped) = Indicium::parse(&[b.as_slice(), &signature].concat()) else {
+                continue;
+            };
+            let (vendor, postal, good) = verdicts(&rt, &conn, flipped.data());
+            assert!(!good, "bit {bit} flipped still verifies");
+            match bit / 8 {
+                43..=46 => assert_eq!(
+                    (vendor.as_str(), postal.as_str()),
+                    ("bad token", "good"),
+                    "bit {bit}"
+                ),
+                47..=50 => assert_eq!(
+                    (vendor.as_str(), postal.as_str()),
+                    ("good", "bad token"),
+                    "bit {bit}"
+                ),
+                _ => assert!(
+                    vendor != "good" && postal != "good",
+                    "bit {bit}: {vendor}, {postal}"
+                ),
+            }
+            checked += 1;
+        }
+        assert!(checked > 300, "only {checked} flips parsed");
+        read_back.push(ind);
+    }
+    // The same fields dated tomorrow: the tokens cover the date.
+    let tomorrow = postvault_indicium::IndiciumData {
+        date: read_back[0].data().date.checked_add_days(1).unwrap(),
+        ..read_back[0].data().clone()
+    };
+    assert_eq!(verdicts(&rt, &conn, &tomorrow).1, "bad token");
+    vault.stop();
+
+    // A tin box verifies with the month's token keys only.
+    let dir = vault.path().to_str().unwrap().to_owned();
+    let kit = vault.join("tin.json");
+    let o = vault.run(
+        &[
+            "kms",
+            "token-keys",
+            "--data-dir",
+            &dir,
+            "--out",
+            kit.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let png_path = vault.join("letter.png");
+    std::fs::write(&png_path, &pngs[0]).unwrap();
+    let psd = vault.join("psd.pem");
+    let der = rt.block_on(async {
+        let store = postvault_store::sqlite::SqliteStore::open(vault.path())
+            .await
+            .unwrap();
+        let der = postvault_store::Store::certificate(&store, meter.to_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        store.close().await;
+        der
+    });
+    std::fs::write(
+        &psd,
+        postvault_indicium::Certificate::from_der(&der)
+            .unwrap()
+            .to_pem(),
+    )
+    .unwrap();
+    let verify = |image: &std::path::Path| {
+        vault.run(
+            &[
+                "verify",
+                "--image",
+                image.to_str().unwrap(),
+                "--ca",
+                vault.join("postal/ca.pem").to_str().unwrap(),
+                "--cert",
+                psd.to_str().unwrap(),
+                "--kms",
+                &dir,
+                "--token-keys",
+                kit.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let o = verify(&png_path);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        "PASS vendor token (KMS brass)",
+        "PASS postal token (KMS brass)",
+        "PASS postal token (USPS.US tin box T00000001)",
+    ] {
+        assert!(out.contains(line), "{line} missing: {out}");
+    }
+    // A tampered image: the postal token altered and the symbol re-rendered.
+    let mut bytes = read_back[0].to_bytes();
+    bytes[48] ^= 0x10;
+    let tampered = vault.join("tampered.png");
+    let lines = postvault_indicium::render::human_readable(&read_back[0]);
+    std::fs::write(
+        &tampered,
+        postvault_indicium::render::render_png_raw(&bytes, &lines).unwrap(),
+    )
+    .unwrap();
+    let o = verify(&tampered);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("FAIL postal token (USPS.US tin box T00000001): bad token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL postal token (KMS brass): bad token"),
+        "{out}"
+    );
+
+    // The meter leaves service: its keys become Obsolete.
+    let o = vault.run(
+        &[
+            "provider",
+            "withdraw",
+            "--data-dir",
+            &dir,
+            "--meter",
+            &meter.to_string(),
+        ],
+        None,
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("obsolete meter"), "{out}");
+    let o = vault.run(
+        &["kms", "meter", &meter.to_string(), "--data-dir", &dir],
+        None,
+    );
+    assert_eq!(text(&o).matches("obsolete").count(), 2, "{}", text(&o));
+    let url = vault.start();
+    let conn = Connection::new(&url).unwrap();
+    // Mail printed before it left service still verifies; a token dated
+    // after it, never.
+    assert!(verdicts(&rt, &conn, read_back[0].data()).2);
+    let (vendor, postal, good) = verdicts(&rt, &conn, &tomorrow);
+    assert!(!good);
+    assert_eq!(
+        (vendor.as_str(), postal.as_str()),
+        (
+            "key not active at the date of mailing",
+            "key not active at the date of mailing"
+        )
+    );
+    vault.stop();
+}
