@@ -110,8 +110,15 @@ async fn create_domain_in(
     } else {
         &[BoxKind::Oak, BoxKind::Steel, BoxKind::Brass]
     };
-    for kind in kinds {
-        let id = first_box(s, *kind)?;
+    let boxes: Vec<BoxId> = k
+        .boxes()
+        .map_err(kms_err)?
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .filter(|id| kinds.contains(&id.kind))
+        .collect();
+    for id in boxes {
+        let kind = &id.kind;
         k.make_process(mfg, id, domain).map_err(kms_err)?;
         say(&format!(
             "{id} took {} {} process for {domain} (signed by {mfg}, its keys sealed to {id}'s startup key)",
@@ -120,6 +127,109 @@ async fn create_domain_in(
         ));
     }
     Ok(())
+}
+
+/// `kms box-init KIND`: the manufacturing box sets up a new box (Set Secure
+/// Box ID, its startup key back), gives it a process for every domain its
+/// kind serves, and its operation shares are written beside it (development).
+///
+/// # Errors
+/// The vault cannot be opened; the KMS refuses.
+pub fn box_init(dir: &Path, kind: &str) -> Result<Vec<String>, CliError> {
+    let kind = BoxKind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind && *k != BoxKind::Manufacturing)
+        .ok_or_else(|| CliError::Input("--kind: oak, steel, brass or tin".into()))?;
+    let kms_dir = DataDir::new(dir).kms();
+    with_vault(dir, async |s| {
+        let k = &s.kms().kms;
+        let mfg = first_box(s, BoxKind::Manufacturing)?;
+        let (id, shares) = k
+            .init_box(mfg, kind, |id| {
+                Box::new(postvault_kms::storage::FileStorage::new(&box_file(
+                    &kms_dir, id,
+                )))
+            })
+            .map_err(kms_err)?;
+        postvault_server::kms::record_box(&kms_dir, id, &shares).map_err(kms_err)?;
+        let mut lines = vec![format!(
+            "{mfg} set the id of a new {} box: {id}; it made its startup key and {} operation shares (written to {}: development only)",
+            kind.name(),
+            shares.len(),
+            share_file(&kms_dir, id).display()
+        )];
+        for d in k.domains().map_err(kms_err)? {
+            let fits = match kind {
+                BoxKind::Oak | BoxKind::Steel => !d.is_sub_domain(),
+                BoxKind::Tin => d.is_sub_domain(),
+                BoxKind::Brass | BoxKind::Manufacturing => true,
+            };
+            if fits {
+                k.make_process(mfg, id, &d).map_err(kms_err)?;
+                lines.push(format!("{id} took its {} process for {d}", kind.name()));
+            }
+        }
+        Ok(lines)
+    })
+}
+
+/// `kms request-key --domain D`: the key distribution computer's request
+/// (MI0): a new key id from the archive, a key from oak (MI1 → MI2), its
+/// New record archived (MI3), and the install record for the steel box (MI4).
+///
+/// # Errors
+/// The vault cannot be opened; the KMS refuses.
+pub fn request_key(dir: &Path, domain: &str, steel: Option<&str>) -> Result<Vec<String>, CliError> {
+    let domain = DomainId::new(domain).map_err(kms_err)?;
+    with_vault(dir, async |s| {
+        let steel = match steel {
+            Some(id) => id.parse().map_err(kms_err)?,
+            None => s.kms().steel,
+        };
+        let mi4 = s
+            .kms()
+            .kms
+            .request_key(&domain, steel)
+            .await
+            .map_err(kms_err)?;
+        let r: postvault_kms::message::InstallRecord = mi4.peek().map_err(kms_err)?;
+        Ok(vec![
+            format!("MI0: request for a {domain} key for steel box {steel}"),
+            format!("MI0': the archive gave key id {}", r.key_id),
+            format!(
+                "MI1/MI2: oak box {} generated it with its test tokens {}",
+                r.oak,
+                hex::encode(r.test_tokens)
+            ),
+            format!("MI3: archived as New, sealed to {domain}'s brass process and signed by oak"),
+            format!(
+                "MI4: sealed to {domain}'s steel process for {steel} only; it installs it into the next meter presented, once"
+            ),
+        ])
+    })
+}
+
+/// `kms register --meter M --country CC`: the meter's keys registered in
+/// the country's sub-domains (MR1-MR4); an earth domain meter is assigned to
+/// its country this way, once.
+///
+/// # Errors
+/// The vault cannot be opened; the module or KMS refuses.
+pub fn register(dir: &Path, meter: &str, country: Option<&str>) -> Result<Vec<String>, CliError> {
+    let device: DeviceId = meter.parse()?;
+    with_vault(dir, async |s| {
+        let country = country.map_or_else(|| s.kms().country.clone(), str::to_owned);
+        s.register_domain_keys_in(device, &country)
+            .await
+            .map_err(service_error)?;
+        let domains = s.kms().kms.domains().map_err(kms_err)?;
+        let install: Vec<DomainId> = domains.into_iter().filter(|d| !d.is_sub_domain()).collect();
+        let mut lines = vec![format!(
+            "meter {device} reported its indicia number and {country} under each key (MR1); the country's brass processes checked them (MR2) and archived them Active (MR3, MR4):"
+        )];
+        lines.extend(meter_lines(s, device, &install).await?);
+        Ok(lines)
+    })
 }
 
 /// `kms domain-create ID`.

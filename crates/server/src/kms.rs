@@ -307,6 +307,25 @@ impl<S: Store> VaultKms<S> {
     }
 }
 
+/// Records a new box in `dir`: its development shares beside it, and its id
+/// in `kms.json` so the vault opens it at start.
+///
+/// # Errors
+/// If a file cannot be read or written.
+pub fn record_box(dir: &Path, id: BoxId, shares: &[OperationShare]) -> Result<(), KmsError> {
+    let text: String = shares.iter().map(|sh| sh.to_text().to_string()).collect();
+    write_atomic(&share_file(dir, id), text.as_bytes())?;
+    let bytes = std::fs::read(kms_file(dir))
+        .map_err(|e| config_err(format!("{}: {e}", kms_file(dir).display())))?;
+    let mut file: KmsFile =
+        serde_json::from_slice(&bytes).map_err(|e| config_err(format!("kms.json: {e}")))?;
+    if !file.boxes.contains(&id.to_string()) {
+        file.boxes.push(id.to_string());
+    }
+    let text = serde_json::to_vec_pretty(&file).map_err(|e| config_err(e.to_string()))?;
+    write_atomic(&kms_file(dir), &text)
+}
+
 /// Opens box `id` from `dir` and enters its development shares.
 ///
 /// # Errors
