@@ -499,7 +499,7 @@ pub fn token_checks(
             }
         } else {
             let [v, p] = with_vault(Path::new(k), async |s| {
-                s.verify_tokens(&signed).map_err(service_error)
+                s.verify_tokens(&signed).await.map_err(service_error)
             })?;
             out.push(("vendor token (KMS brass)".into(), v));
             out.push(("postal token (KMS brass)".into(), p));
@@ -720,7 +720,7 @@ pub fn demo(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<(), CliError> {
         for l in meter_lines(s, device, &s.kms().install_domains()).await? {
             say(&l);
         }
-        let [v, p] = s.verify_tokens(&signed).map_err(service_error)?;
+        let [v, p] = s.verify_tokens(&signed).await.map_err(service_error)?;
         say(&verdicts_line(
             "brass processes on its indicium (vendor, postal)",
             &[v, p],
@@ -733,7 +733,7 @@ pub fn demo(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<(), CliError> {
         if let Some(b) = flipped.get_mut(20) {
             *b ^= 0x01;
         }
-        let [fv, fp] = s.verify_tokens(&flipped).map_err(service_error)?;
+        let [fv, fp] = s.verify_tokens(&flipped).await.map_err(service_error)?;
         say(&verdicts_line(
             "the same with one bit of the date flipped",
             &[fv, fp],
@@ -817,12 +817,15 @@ pub fn demo(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<(), CliError> {
         say(&l);
     }
     with_vault(&vault, async |s| {
-        let [v, p] = s.verify_tokens(&signed).map_err(service_error)?;
+        let [v, p] = s.verify_tokens(&signed).await.map_err(service_error)?;
         say(&verdicts_line(
             "its indicium mailed before: vendor, postal",
             &[v, p],
         ));
-        let [tv, tp] = s.verify_tokens(&tomorrow_copy).map_err(service_error)?;
+        let [tv, tp] = s
+            .verify_tokens(&tomorrow_copy)
+            .await
+            .map_err(service_error)?;
         say(&verdicts_line(
             "a token dated after it left service: vendor, postal",
             &[tv, tp],

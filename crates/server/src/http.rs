@@ -294,7 +294,7 @@ async fn verify_tokens<S: Store>(
     let signed = data
         .encode_signed_part()
         .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-    let [vendor, postal] = s.verify_tokens(&signed)?;
+    let [vendor, postal] = s.verify_tokens(&signed).await?;
     Ok(Json(TokenVerdicts {
         meter: data.device_id.to_string(),
         date: data.date.to_string(),

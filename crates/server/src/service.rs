@@ -275,12 +275,31 @@ impl<S: Store> Service<S> {
     }
 
     /// Verifies an indicium's vendor and postal tokens (its signed part)
-    /// with the country sub-domains' brass boxes.
+    /// with the brass processes of the country sub-domains where the meter's
+    /// keys are registered (the vault's own country if it has none: the
+    /// verdict is then "unknown meter").
     ///
     /// # Errors
     /// The KMS's refusal.
-    pub fn verify_tokens(&self, signed: &[u8]) -> Result<[postvault_kms::Verdict; 2]> {
-        let [vendor, post] = self.kms.sub_domains()?;
+    pub async fn verify_tokens(&self, signed: &[u8]) -> Result<[postvault_kms::Verdict; 2]> {
+        let [mut vendor, mut post] = self.kms.sub_domains()?;
+        if let Some(device) = signed.get(6..12).and_then(|d| <[u8; 6]>::try_from(d).ok()) {
+            for domain in self.kms.kms.domains()? {
+                if domain.is_sub_domain() {
+                    continue;
+                }
+                let archive = self.kms.kms.archive();
+                for e in postvault_kms::Archive::by_device(archive, &domain, device).await? {
+                    if let Some(sub) = e.sub_domain {
+                        if postvault_kms::role_of(&domain) == 1 {
+                            vendor = sub;
+                        } else {
+                            post = sub;
+                        }
+                    }
+                }
+            }
+        }
         let v = self.kms.kms.verify(&vendor, vec![signed.to_vec()])?;
         let p = self.kms.kms.verify(&post, vec![signed.to_vec()])?;
         match (v.first(), p.first()) {
