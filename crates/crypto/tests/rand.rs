@@ -21,7 +21,9 @@ fn combined_draws_differ_and_are_not_constant() {
 #[test]
 fn a_repeated_draw_fails_the_continuous_test() {
     let t = HealthTest::new();
-    let draw: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+    let draw: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
     assert!(t.check(&draw).is_ok());
     assert!(t.check(&draw).is_err(), "the same 16 leading bytes twice");
     let mut other = draw.clone();
@@ -32,7 +34,9 @@ fn a_repeated_draw_fails_the_continuous_test() {
 #[test]
 fn a_run_of_equal_bytes_fails_the_repetition_count_test() {
     let t = HealthTest::new();
-    let mut draw: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(53).wrapping_add(7)).collect();
+    let mut draw: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(53).wrapping_add(7))
+        .collect();
     for x in draw.iter_mut().skip(10).take(REPETITION_CUTOFF - 1) {
         *x = 0xAA;
     }
@@ -48,7 +52,10 @@ fn a_value_filling_more_than_half_a_long_draw_fails_the_proportion_test() {
     let half: Vec<u8> = (0u8..128)
         .map(|i| if i % 2 == 0 { 0x55 } else { 0x80 | i })
         .collect();
-    assert!(HealthTest::new().check(&half).is_ok(), "half is not more than half");
+    assert!(
+        HealthTest::new().check(&half).is_ok(),
+        "half is not more than half"
+    );
     let mut more = half.clone();
     more[1] = 0x55; // 65 of 128, and a run of only three
     assert!(HealthTest::new().check(&more).is_err(), "more than half");

@@ -1341,11 +1341,20 @@ fn redate(ctx: &Context<'_>, body: &PsdBody, original: &[u8], date: Date) -> Res
     {
         return refuse(PsdCheck::Redate);
     }
+    // The tokens cover the date and the rate category: new ones, under the
+    // new date's month.
+    let (vendor_token, postal_token) = tokens(ctx, body, &data)?;
+    let data = IndiciumData {
+        vendor_token,
+        postal_token,
+        ..data
+    };
     Ok(Indicium::sign(data, &key).map_err(bad)?.to_bytes())
 }
 
 /// The server's redating function (seed 001): the original's fields with a new
-/// date and the redate kind; registers, value and ZIPs as the original had them.
+/// date and the redate kind; registers, value and ZIPs as the original had them
+/// (the module then puts new tokens on it).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if the original is a refund indicium.

@@ -40,7 +40,7 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
     let mut vault = TestVault::init(true);
     let url = vault.start();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (pngs, meter) = rt.block_on(async {
+    let (pngs, meter, redated) = rt.block_on(async {
         let mut c = Customer::register(
             Connection::new(&url).unwrap(),
             &Registration {
@@ -57,14 +57,29 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
         c.sign_on().await.unwrap();
         c.buy(Money::from_cents(1_000).unwrap()).await.unwrap();
         let mut pngs = Vec::new();
+        let mut first = None;
         for cents in [73, 150] {
             let p = c
                 .print(Money::from_cents(cents).unwrap(), 1, None)
                 .await
                 .unwrap();
+            first.get_or_insert_with(|| p.indicium.clone());
             pngs.push(render_png(&p.indicium).unwrap());
         }
-        (pngs, c.device().unwrap())
+        // A redate of the first: a new date, so new tokens.
+        let original = first.unwrap();
+        let redated = c
+            .customer_action(
+                postvault_module::postal::CustomerAction::Redate {
+                    original: original.to_bytes(),
+                    date: original.data().date.checked_add_days(1).unwrap().days(),
+                },
+                "redate-1",
+            )
+            .await
+            .unwrap()
+            .indicium;
+        (pngs, c.device().unwrap(), redated)
     });
     let conn = Connection::new(&url).unwrap();
     let mut read_back = Vec::new();
@@ -113,6 +128,15 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
         assert!(checked > 300, "only {checked} flips parsed");
         read_back.push(ind);
     }
+    // The redated indicium carries new tokens for its new date.
+    assert_eq!(
+        verdicts(&rt, &conn, redated.data()),
+        ("good".into(), "good".into(), true)
+    );
+    assert_ne!(
+        redated.data().postal_token,
+        read_back[0].data().postal_token
+    );
     // The same fields dated tomorrow: the tokens cover the date.
     let tomorrow = postvault_indicium::IndiciumData {
         date: read_back[0].data().date.checked_add_days(1).unwrap(),
