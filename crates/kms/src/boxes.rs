@@ -1206,8 +1206,13 @@ impl SecureBox {
         let install = domain.install_domain();
         let mut out = Vec::new();
         if let Some(table) = self.tables.get(domain) {
+            let (month_first, month_last) = month_days(period)?;
             for ((device, role), v) in table {
                 let Some(master) = &v.master else { continue };
+                // No keys for a month the meter is not active in.
+                if v.first_day > month_last || v.last_day.is_some_and(|l| l < month_first) {
+                    continue;
+                }
                 let dev = DeviceId::from_bytes(*device)
                     .map_err(|_| refused(Fault::Mismatch, "device id"))?;
                 let key = token::token_key(master, install.as_str(), dev, Period(period))?;
@@ -1271,6 +1276,14 @@ impl SecureBox {
                     master: None,
                     token_keys: HashMap::new(),
                 });
+            // The narrowest active days any signed record gave: a later
+            // record (after the meter left service) narrows them, an
+            // older one loaded afterwards cannot widen them again.
+            entry.first_day = entry.first_day.max(rec.first_day);
+            entry.last_day = match (entry.last_day, rec.last_day) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             entry.token_keys.insert(rec.period, key);
         }
         Ok(Response::Loaded(n))
@@ -1604,6 +1617,26 @@ impl SecureBox {
         self.persist()?;
         Ok(Response::Done)
     }
+}
+
+/// The first and last day (days since 2000-01-01) of the month `YYYYMM`.
+fn month_days(period: u32) -> Result<(u16, u16)> {
+    let bad = || refused(Fault::Mismatch, format!("{period} is not a month (YYYYMM)"));
+    let (y, m) = (
+        i64::from(period / 100),
+        u8::try_from(period % 100).map_err(|_| bad())?,
+    );
+    let first = Date::from_ymd(y, m, 1).map_err(|_| bad())?;
+    let next = if m == 12 {
+        Date::from_ymd(y + 1, 1, 1)
+    } else {
+        Date::from_ymd(y, m + 1, 1)
+    };
+    let last = next
+        .ok()
+        .and_then(|n| n.checked_sub_days(1))
+        .unwrap_or(Date::from_days(u16::MAX));
+    Ok((first.days(), last.days()))
 }
 
 fn mi9_aad(domain: &DomainId, key_id: u64, device: [u8; 6]) -> Vec<u8> {

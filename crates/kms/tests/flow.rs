@@ -81,3 +81,68 @@ async fn a_meter_is_installed_registered_verified_and_retired() -> Fallible {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tin_box_follows_a_meter_out_of_service() -> Fallible {
+    use postvault_indicium::Date;
+    let k = kms().await?;
+    let mut meter = SoftMeter::new(9);
+    install(&k, &mut meter, &d("USPS")).await?;
+    let day = |n| Date::from_ymd(2026, 11, n).unwrap();
+    k.kms
+        .register(
+            &d("USPS.US"),
+            &meter.report(&d("USPS"), "N9", "US", day(10)),
+        )
+        .await?;
+    let tin_key = k.kms.with_box(k.tin, |b| b.startup_key())?;
+    let load = |records| {
+        k.kms.with_box(k.tin, |b| {
+            b.call(&Request::LoadTokenKeys {
+                domain: d("USPS.US"),
+                records,
+            })
+        })
+    };
+    let tin_verdict = |date| {
+        k.kms.with_box(k.tin, |b| {
+            b.verify_token(&d("USPS.US"), &meter.indicium(date, 500))
+        })
+    };
+    load(
+        k.kms
+            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_611)?,
+    )?;
+    assert_eq!(tin_verdict(day(20))?, Verdict::Good);
+    assert_eq!(
+        tin_verdict(day(9))?,
+        Verdict::NotActive,
+        "before registration"
+    );
+    // Out of service on the 15th.
+    assert_eq!(
+        k.kms
+            .obsolete(&d("USPS.US"), meter.device, day(15).days())
+            .await?,
+        1
+    );
+    // No keys for a month it is not active in; this month's again, now with
+    // its last day, narrows what the tin box accepts.
+    assert!(
+        k.kms
+            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_612)?
+            .is_empty()
+    );
+    load(
+        k.kms
+            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_611)?,
+    )?;
+    assert_eq!(tin_verdict(day(20))?, Verdict::NotActive);
+    assert_eq!(tin_verdict(day(12))?, Verdict::Good);
+    assert_eq!(
+        k.kms
+            .verify(&d("USPS.US"), vec![meter.indicium(day(20), 500).to_vec()])?,
+        vec![Verdict::NotActive]
+    );
+    Ok(())
+}
