@@ -178,6 +178,13 @@ pub fn registration_token(
     Ok(out)
 }
 
+/// What the vault's registration signing key signs to vouch for the meter
+/// key (the vendor key) that steel boxes seal domain master keys to.
+#[must_use]
+pub fn meter_key_message(meter_key: &[u8; 32]) -> Vec<u8> {
+    [b"postvault vendor key v1".as_slice(), meter_key].concat()
+}
+
 /// The HPKE `info` under which a steel box seals a domain master key to a
 /// meter (message MI5).
 pub const INSTALL_INFO: &[u8] = b"postvault kms install key v1";

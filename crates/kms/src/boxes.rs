@@ -208,6 +208,8 @@ struct BoxState {
     startup_conf: [u8; 32],
     processes: BTreeMap<DomainId, Process>,
     manufacturing: Option<Manufacturing>,
+    /// Steel: the key that vouches for meter keys, set once.
+    meter_anchor: Option<(u8, Vec<u8>)>,
 }
 
 impl Drop for BoxState {
@@ -323,6 +325,7 @@ impl SecureBox {
                 next_number,
                 domains: BTreeMap::new(),
             }),
+            meter_anchor: None,
         };
         Self::create(storage, state)
     }
@@ -354,6 +357,7 @@ impl SecureBox {
             startup_conf: *startup.secret().expose(),
             processes: BTreeMap::new(),
             manufacturing: None,
+            meter_anchor: None,
         };
         let (b, shares) = Self::create(storage, state)?;
         Ok((
@@ -623,8 +627,16 @@ impl SecureBox {
                 device,
                 role,
                 meter_key,
+                meter_key_signature,
                 time,
-            } => self.install_key(&record, device, role, meter_key, time),
+            } => self.install_key(
+                &record,
+                device,
+                role,
+                (meter_key, &meter_key_signature),
+                time,
+            ),
+            Request::SetMeterAnchor { anchor } => self.set_meter_anchor(anchor),
             Request::MeterEvidence { evidence, time } => self.meter_evidence(&evidence, time),
             Request::ConfirmInstalled {
                 archive,
@@ -805,10 +817,35 @@ impl SecureBox {
         record: &Signed,
         device: [u8; 6],
         role: u8,
-        meter_key: [u8; 32],
+        (meter_key, vouch): ([u8; 32], &(u8, Vec<u8>)),
         time: u64,
     ) -> Result<Response> {
         self.check_record(record.kind)?;
+        // Only to a meter key the vault's registration key vouches for: the
+        // host cannot have a master key sealed to a key of its own.
+        let anchor =
+            self.state()?.meter_anchor.clone().ok_or_else(|| {
+                refused(Fault::WrongBox, "this steel box has no meter anchor yet")
+            })?;
+        let bad = || {
+            refused(
+                Fault::BadSignature,
+                "the meter key is not vouched for by the vault's registration key",
+            )
+        };
+        let anchor_key = postvault_crypto::sig::PublicKey::from_bytes(
+            SigAlg::from_id(anchor.0).map_err(|_| bad())?,
+            &anchor.1,
+        )
+        .map_err(|_| bad())?;
+        let sig = postvault_crypto::sig::Signature::from_bytes(
+            SigAlg::from_id(vouch.0).map_err(|_| bad())?,
+            &vouch.1,
+        )
+        .map_err(|_| bad())?;
+        anchor_key
+            .verify(&token::meter_key_message(&meter_key), &sig)
+            .map_err(|_| bad())?;
         let peek: InstallRecord = record.peek()?;
         let p = self.process(&peek.domain)?;
         let oak_pub = message::public_key(p.directory.oak_auth.as_deref().unwrap_or_default())?;
@@ -907,6 +944,33 @@ impl SecureBox {
         p.last_time = time;
         self.persist()?;
         Ok(Response::KeyInstalled(signed))
+    }
+
+    /// Takes the key that vouches for meter keys, once.
+    fn set_meter_anchor(&mut self, anchor: (u8, Vec<u8>)) -> Result<Response> {
+        if self.id.kind != BoxKind::Steel {
+            return Err(refused(
+                Fault::WrongBox,
+                "only a steel box takes a meter anchor",
+            ));
+        }
+        SigAlg::from_id(anchor.0)
+            .ok()
+            .and_then(|alg| postvault_crypto::sig::PublicKey::from_bytes(alg, &anchor.1).ok())
+            .ok_or_else(|| refused(Fault::Mismatch, "the meter anchor is not a public key"))?;
+        let state = self.state_mut()?;
+        match &state.meter_anchor {
+            Some(a) if *a == anchor => return Ok(Response::Done),
+            Some(_) => {
+                return Err(refused(
+                    Fault::Mismatch,
+                    "this steel box vouches for another vault's meters: its anchor is set once",
+                ));
+            }
+            None => state.meter_anchor = Some(anchor),
+        }
+        self.persist()?;
+        Ok(Response::Done)
     }
 
     // ----- brass ----------------------------------------------------------------------

@@ -380,6 +380,7 @@ impl<A: Archive> Kms<A> {
         record: &Signed,
         device: [u8; 6],
         meter_key: [u8; 32],
+        meter_key_signature: &(u8, Vec<u8>),
     ) -> Result<MeterInstall> {
         let peek: message::InstallRecord = record.peek()?;
         match self.call(
@@ -389,10 +390,28 @@ impl<A: Archive> Kms<A> {
                 device,
                 role: role_of(&peek.domain),
                 meter_key,
+                meter_key_signature: meter_key_signature.clone(),
                 time: self.time(),
             },
         )? {
             Response::MeterInstall(m) => Ok(m),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Gives a steel box the key that vouches for meter keys (once; the
+    /// same key again is accepted).
+    ///
+    /// # Errors
+    /// The steel box's refusal (another anchor is set).
+    pub fn set_meter_anchor(&self, steel: BoxId, anchor: &(u8, Vec<u8>)) -> Result<()> {
+        match self.call(
+            steel,
+            &Request::SetMeterAnchor {
+                anchor: anchor.clone(),
+            },
+        )? {
+            Response::Done => Ok(()),
             _ => Err(unexpected()),
         }
     }

@@ -43,11 +43,13 @@ pub enum Class {
     AcceptDomainProcess = 30,
     /// Who the box is and what it holds.
     Status = 31,
+    /// The key that vouches for meter keys (steel).
+    SetMeterAnchor = 32,
 }
 
 impl Class {
     /// Every class.
-    pub const ALL: [Class; 15] = [
+    pub const ALL: [Class; 16] = [
         Class::GenerateKey,
         Class::InstallKey,
         Class::MeterEvidence,
@@ -63,6 +65,7 @@ impl Class {
         Class::MakeDomainProcess,
         Class::AcceptDomainProcess,
         Class::Status,
+        Class::SetMeterAnchor,
     ];
 
     /// The class with this code.
@@ -96,8 +99,17 @@ pub enum Request {
         role: u8,
         /// The meter's HPKE public key (the vault's vendor key).
         meter_key: [u8; 32],
+        /// The vault's registration signing key's signature over it
+        /// (`postvault_indicium::token::meter_key_message`): (algorithm id, bytes).
+        meter_key_signature: (u8, Vec<u8>),
         /// Time event.
         time: u64,
+    },
+    /// The key that vouches for meter keys (the vault's registration signing
+    /// key: algorithm id, bytes); a steel box takes it once.
+    SetMeterAnchor {
+        /// The anchor.
+        anchor: (u8, Vec<u8>),
     },
     /// MI6: the meter's test tokens.
     MeterEvidence {
@@ -221,6 +233,7 @@ impl Request {
             Request::MakeDomainProcess { .. } => Class::MakeDomainProcess,
             Request::AcceptDomainProcess { .. } => Class::AcceptDomainProcess,
             Request::Status => Class::Status,
+            Request::SetMeterAnchor { .. } => Class::SetMeterAnchor,
         }
     }
 

@@ -14,15 +14,20 @@ use crate::storage::BoxStorage;
 pub struct Plan {
     /// Install domains (vendor, posts, earth), each with its country sub-domains.
     pub domains: Vec<(DomainId, Vec<String>)>,
+    /// The key that vouches for meter keys (the vault's registration signing
+    /// key), given to the steel box.
+    pub meter_anchor: (u8, Vec<u8>),
 }
 
 impl Plan {
-    /// The vendor domain `VE` and one post with one country (e.g. `USPS`, `US`).
+    /// The vendor domain `VE` and one post with one country (e.g. `USPS`, `US`),
+    /// and the meters' anchor.
     ///
     /// # Errors
     /// If the ids are malformed.
-    pub fn vendor_and_post(post: &str, country: &str) -> Result<Self> {
+    pub fn vendor_and_post(post: &str, country: &str, meter_anchor: (u8, Vec<u8>)) -> Result<Self> {
         Ok(Self {
+            meter_anchor,
             domains: vec![
                 (DomainId::new(crate::ids::VENDOR)?, vec![country.to_owned()]),
                 (DomainId::new(post)?, vec![country.to_owned()]),
@@ -93,6 +98,7 @@ pub async fn set_up<A: Archive>(
             "box setup",
         ));
     };
+    kms.set_meter_anchor(*steel, &plan.meter_anchor)?;
     for d in &install {
         kms.make_process(m_id, *oak, d)?;
         kms.make_process(m_id, *steel, d)?;

@@ -3,6 +3,7 @@
 //! indicium), without the rest of a PSD. For the token benchmark and the
 //! KMS's own tests; the vault's meters are real PSDs in its modules.
 
+use postvault_crypto::sig::{SigAlg, SigningKey};
 use postvault_crypto::{Secret32, hpke};
 use postvault_indicium::indicium::SIGNED_LEN;
 use postvault_indicium::token::{self, Period, RegistrationFacts, TokenKey};
@@ -12,6 +13,24 @@ use crate::boxes::role_of;
 use crate::error::{Fault, KmsError, Result};
 use crate::ids::DomainId;
 use crate::message::{MeterEvidence, MeterInstall, RegistrationReport};
+
+/// The registration signing key every software meter's key is vouched for
+/// by, as a vault's crypto-card vouches for its vendor key.
+fn vouching_key() -> Result<&'static SigningKey> {
+    static KEY: std::sync::OnceLock<Option<SigningKey>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate(SigAlg::EcdsaP256Sha256).ok())
+        .as_ref()
+        .ok_or_else(|| KmsError::refused(Fault::Crypto, "no vouching key"))
+}
+
+/// The anchor steel boxes need for software meters.
+///
+/// # Errors
+/// If the key could not be made.
+pub fn anchor() -> Result<(u8, Vec<u8>)> {
+    let k = vouching_key()?.public_key();
+    Ok((k.alg().id(), k.as_bytes().to_vec()))
+}
 
 /// A software meter.
 pub struct SoftMeter {
@@ -37,6 +56,15 @@ impl SoftMeter {
             public: public.0,
             keys: Vec::new(),
         })
+    }
+
+    /// The anchor's signature over this meter's key.
+    ///
+    /// # Errors
+    /// If signing fails.
+    pub fn vouch(&self) -> Result<(u8, Vec<u8>)> {
+        let sig = vouching_key()?.sign(&token::meter_key_message(&self.public))?;
+        Ok((sig.alg().id(), sig.as_bytes().to_vec()))
     }
 
     /// MI5 → MI6: installs the key and shows its test tokens.

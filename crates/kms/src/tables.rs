@@ -23,6 +23,7 @@ pub fn commands(kind: BoxKind) -> &'static [Class] {
         BoxKind::Steel => &[
             C::InstallKey,
             C::MeterEvidence,
+            C::SetMeterAnchor,
             C::AcceptDomainProcess,
             C::Status,
         ],

@@ -61,6 +61,8 @@ fn second_steel(k: &SetUp<MemArchive>, domain: &DomainId) -> Fallible<BoxId> {
         Box::new(MemStorage::default())
     })?;
     k.kms.make_process(k.manufacturing, id, domain)?;
+    k.kms
+        .set_meter_anchor(id, &postvault_kms::softmeter::anchor()?)?;
     Ok(id)
 }
 
@@ -117,12 +119,18 @@ async fn rule02_a_replayed_install_record_is_refused() -> Fallible {
     let mut meter = SoftMeter::new(1);
     let other = SoftMeter::new(2);
     let (_, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     // The same MI4 again, for the same meter or another.
     for m in [&meter, &other] {
-        let r = k.kms.steel_install(k.steel, &mi4, m.device, m.public);
+        let r = k
+            .kms
+            .steel_install(k.steel, &mi4, m.device, m.public, &m.vouch().unwrap());
         assert_eq!(fault(r), Fault::KeyIdNotNew);
     }
     // The refusals left the pending installation alone.
@@ -132,9 +140,13 @@ async fn rule02_a_replayed_install_record_is_refused() -> Fallible {
     let (_, older, older_id) = generate(&k, &ve, k.steel).await?;
     let (_, newer, _) = generate(&k, &ve, k.steel).await?;
     let mut m3 = SoftMeter::new(3);
-    let mi5 = k.kms.steel_install(k.steel, &newer, m3.device, m3.public)?;
+    let mi5 = k
+        .kms
+        .steel_install(k.steel, &newer, m3.device, m3.public, &m3.vouch().unwrap())?;
     let m4 = SoftMeter::new(4);
-    let r = k.kms.steel_install(k.steel, &older, m4.device, m4.public);
+    let r = k
+        .kms
+        .steel_install(k.steel, &older, m4.device, m4.public, &m4.vouch().unwrap());
     assert_eq!(fault(r), Fault::KeyIdNotNew);
     assert_eq!(
         statuses(&history(&k, &ve, older_id).await),
@@ -159,22 +171,34 @@ async fn rule03_an_install_record_for_another_steel_box_is_refused() -> Fallible
     let (_, for_2, _) = generate(&k, &ve, steel2).await?;
     let mut m1 = SoftMeter::new(1);
     let mut m2 = SoftMeter::new(2);
-    let r = k.kms.steel_install(steel2, &for_1, m1.device, m1.public);
+    let r = k
+        .kms
+        .steel_install(steel2, &for_1, m1.device, m1.public, &m1.vouch().unwrap());
     assert_eq!(fault(r), Fault::WrongSteelId);
-    let r = k.kms.steel_install(k.steel, &for_2, m2.device, m2.public);
+    let r = k
+        .kms
+        .steel_install(k.steel, &for_2, m2.device, m2.public, &m2.vouch().unwrap());
     assert_eq!(fault(r), Fault::WrongSteelId);
     // The steel id cannot be changed without breaking oak's signature.
     let mut rec: InstallRecord = for_1.peek()?;
     rec.steel = steel2;
-    let r = k
-        .kms
-        .steel_install(steel2, &rebody(&for_1, &rec), m1.device, m1.public);
+    let r = k.kms.steel_install(
+        steel2,
+        &rebody(&for_1, &rec),
+        m1.device,
+        m1.public,
+        &m1.vouch().unwrap(),
+    );
     assert_eq!(fault(r), Fault::BadSignature);
     // Neither refusal used anything up: each box installs its own key.
-    let mi5 = k.kms.steel_install(k.steel, &for_1, m1.device, m1.public)?;
+    let mi5 = k
+        .kms
+        .steel_install(k.steel, &for_1, m1.device, m1.public, &m1.vouch().unwrap())?;
     let done = k.kms.finish_install(k.steel, &m1.install(&mi5)).await?;
     assert_eq!(done.status, KeyStatus::Installed);
-    let mi5 = k.kms.steel_install(steel2, &for_2, m2.device, m2.public)?;
+    let mi5 = k
+        .kms
+        .steel_install(steel2, &for_2, m2.device, m2.public, &m2.vouch().unwrap())?;
     let done = k.kms.finish_install(steel2, &m2.install(&mi5)).await?;
     assert_eq!(done.status, KeyStatus::Installed);
     Ok(())
@@ -193,7 +217,9 @@ async fn rule04_an_installed_key_is_not_installed_or_archived_again() -> Fallibl
     assert_eq!(statuses(&before), [KeyStatus::New, KeyStatus::Installed]);
     // The steel box refuses the same MI4, for this meter or another.
     for m in [&meter, &other] {
-        let r = k.kms.steel_install(k.steel, &s.mi4, m.device, m.public);
+        let r = k
+            .kms
+            .steel_install(k.steel, &s.mi4, m.device, m.public, &m.vouch().unwrap());
         assert_eq!(fault(r), Fault::KeyIdNotNew);
     }
     // The same MI6 again: nothing is pending.
@@ -214,7 +240,9 @@ async fn rule04_an_installed_key_is_not_installed_or_archived_again() -> Fallibl
     // A key that went Bad gets no second Bad (nor Installed) record either.
     let mut bad = SoftMeter::new(3);
     let (mi3, mi4, bad_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(k.steel, &mi4, bad.device, bad.public)?;
+    let mi5 = k
+        .kms
+        .steel_install(k.steel, &mi4, bad.device, bad.public, &bad.vouch().unwrap())?;
     let mi7 = steel_report(&k, k.steel, &bad.install_other_key(&mi5))?;
     let (mi9, _) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     assert_eq!(mi9.peek::<ArchiveInstalled>()?.status, KeyStatus::Bad);
@@ -424,9 +452,13 @@ async fn rule06_archive_records_signed_by_the_wrong_process_are_refused() -> Fal
     let ve = d("VE");
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let (mi9, _) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     // USPS's MI9 for the same meter, to lend its (USPS brass) signature.
@@ -513,6 +545,7 @@ async fn rule06_records_of_unknown_domains_or_kinds_are_refused() -> Fallible {
     // Another KMS, with its own VE and a UKRM the first one does not know.
     let plan = Plan {
         domains: vec![(d("VE"), vec![]), (d("UKRM"), vec!["GB".into()])],
+        meter_anchor: postvault_kms::softmeter::anchor()?,
     };
     let other = set_up(MemArchive::default(), &plan, |_| {
         Box::new(MemStorage::default())
@@ -529,9 +562,13 @@ async fn rule06_records_of_unknown_domains_or_kinds_are_refused() -> Fallible {
     // Records the archive does not keep.
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let (mi9, mi10) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     let directory = k.kms.archive().directories().await?[0].clone();
@@ -556,6 +593,7 @@ async fn rule06_records_of_unknown_domains_or_kinds_are_refused() -> Fallible {
             device: meter.device,
             role: 1,
             meter_key: meter.public,
+            meter_key_signature: meter.vouch().unwrap(),
             time: k.kms.time(),
         },
     );
@@ -576,9 +614,13 @@ async fn rule07_the_archive_refuses_a_record_not_after_the_key_last() -> Fallibl
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
     let new = history(&k, &ve, key_id).await[0].clone();
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     // Brass will not sign an MI9 dated before the records it checks (the
     // archive's own rule is shown with admit below).
@@ -646,6 +688,7 @@ async fn rule07_boxes_refuse_requests_dated_before_their_last_time_event() -> Fa
         device: m2.device,
         role: 1,
         meter_key: m2.public,
+        meter_key_signature: m2.vouch().unwrap(),
         time,
     };
     assert_eq!(
@@ -713,9 +756,13 @@ async fn rule07_brass_refuses_a_time_before_the_records_it_checks() -> Fallible 
     let ve = d("VE");
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, _) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let before = mi7.peek::<KeyInstalled>()?.time - 1;
     assert_eq!(
@@ -737,6 +784,8 @@ async fn rule08_a_box_works_only_with_all_its_shares_in() -> Fallible {
         Box::new(FileStorage::new(&path))
     })?;
     k.kms.make_process(k.manufacturing, steel2, &ve)?;
+    k.kms
+        .set_meter_anchor(steel2, &postvault_kms::softmeter::anchor()?)?;
     let (_, mi4, _) = generate(&k, &ve, steel2).await?;
     let bytes = std::fs::read(&path)?;
     let mut b = SecureBox::open(Box::new(MemStorage(Some(bytes))))?;
@@ -748,6 +797,7 @@ async fn rule08_a_box_works_only_with_all_its_shares_in() -> Fallible {
         device: meter.device,
         role: 1,
         meter_key: meter.public,
+        meter_key_signature: meter.vouch().unwrap(),
         time: k.kms.time(),
     };
     let status = |b: &mut SecureBox| match b.call(&Request::Status) {
@@ -901,9 +951,13 @@ async fn rule09_requests_for_domains_outside_a_box_configuration_are_refused() -
     // A USPS install record for a steel box that serves VE only.
     let (_, usps_mi4, _) = generate(&k, &d("USPS"), steel2).await?;
     let meter = SoftMeter::new(1);
-    let r = k
-        .kms
-        .steel_install(steel2, &usps_mi4, meter.device, meter.public);
+    let r = k.kms.steel_install(
+        steel2,
+        &usps_mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    );
     assert_eq!(fault(r), Fault::UnknownDomain);
     // The boxes still do their own domains' work.
     let done = install(&k, &mut SoftMeter::new(2), &ve).await?;
@@ -925,17 +979,29 @@ async fn rule09_installation_records_do_not_cross_domains() -> Fallible {
     // A USPS MI4 relabelled VE does not open in the steel box's VE process.
     let mut rec: InstallRecord = us_mi4.peek()?;
     rec.domain = ve.clone();
-    let r = k
-        .kms
-        .steel_install(k.steel, &rebody(&us_mi4, &rec), meter.device, meter.public);
+    let r = k.kms.steel_install(
+        k.steel,
+        &rebody(&us_mi4, &rec),
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    );
     assert_eq!(fault(r), Fault::BadSignature);
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &ve_mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &ve_mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let ve_mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &us_mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &us_mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let us_mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     // VE's MI3 with USPS's MI7, and the other way round.
     for (mi3, mi7) in [(&ve_mi3, &us_mi7), (&us_mi3, &ve_mi7)] {
@@ -1352,9 +1418,13 @@ async fn rule11_a_meter_holding_another_key_is_bad_and_never_verifies() -> Falli
     let (ve, usps) = (d("VE"), d("USPS"));
     let mut meter = SoftMeter::new(1);
     let mi4 = k.kms.request_key(&ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi6 = meter.install_other_key(&mi5);
     let done = k.kms.finish_install(k.steel, &mi6).await?;
     assert_eq!(done.status, KeyStatus::Bad);
@@ -1419,5 +1489,53 @@ async fn rule11_tokens_under_another_key_do_not_verify() -> Fallible {
         k.kms.verify(&d("VE.US"), vec![forged])?,
         [Verdict::BadToken]
     );
+    Ok(())
+}
+
+// ----- steel seals only to vouched-for meter keys -------------------------------------
+
+#[tokio::test]
+async fn steel_seals_only_to_a_meter_key_the_vault_vouches_for() -> Fallible {
+    let k = kms().await?;
+    let ve = d("VE");
+    let (_, mi4, _) = generate(&k, &ve, k.steel).await?;
+    let meter = SoftMeter::new(1);
+    // A key of the host's own, with a signature by a key that is not the anchor.
+    let (_, own) = postvault_crypto::hpke::PrivateKey::generate()?;
+    let impostor = postvault_crypto::sig::SigningKey::generate(
+        postvault_crypto::sig::SigAlg::EcdsaP256Sha256,
+    )?;
+    let sig = impostor.sign(&postvault_indicium::token::meter_key_message(&own.0))?;
+    let forged = (sig.alg().id(), sig.as_bytes().to_vec());
+    let r = k
+        .kms
+        .steel_install(k.steel, &mi4, meter.device, own.0, &forged);
+    assert_eq!(fault(r), Fault::BadSignature);
+    // The meter's real vouch does not cover another key.
+    let r = k
+        .kms
+        .steel_install(k.steel, &mi4, meter.device, own.0, &meter.vouch()?);
+    assert_eq!(fault(r), Fault::BadSignature);
+    // The anchor is set once.
+    let other = impostor.public_key();
+    let r = k
+        .kms
+        .set_meter_anchor(k.steel, &(other.alg().id(), other.as_bytes().to_vec()));
+    assert_eq!(fault(r), Fault::Mismatch);
+    k.kms
+        .set_meter_anchor(k.steel, &postvault_kms::softmeter::anchor()?)?;
+    // Nothing was used up: the honest installation works.
+    k.kms
+        .steel_install(k.steel, &mi4, meter.device, meter.public, &meter.vouch()?)?;
+    // A steel box without an anchor seals to nobody.
+    let (bare, _) = k.kms.init_box(k.manufacturing, BoxKind::Steel, |_| {
+        Box::new(MemStorage::default())
+    })?;
+    k.kms.make_process(k.manufacturing, bare, &ve)?;
+    let (_, mi4, _) = generate(&k, &ve, bare).await?;
+    let r = k
+        .kms
+        .steel_install(bare, &mi4, meter.device, meter.public, &meter.vouch()?);
+    assert_eq!(fault(r), Fault::WrongBox);
     Ok(())
 }

@@ -110,7 +110,6 @@ pub struct CryptoCard {
 }
 
 /// What the registration signing key signs about the vendor key.
-const VENDOR_KEY_LABEL: &[u8] = b"postvault vendor key v1";
 /// What the registration signing key signs when new customer secrets are installed.
 const REGISTRATION_LABEL: &[u8] = b"postvault registration v1";
 
@@ -151,7 +150,7 @@ impl CardPublic {
     pub fn verify_vendor_key(&self, signature: &(u8, Vec<u8>)) -> Result<()> {
         check_signature(
             &self.registration_signing,
-            &[VENDOR_KEY_LABEL, self.registration_hpke.as_slice()].concat(),
+            &postvault_indicium::token::meter_key_message(&self.registration_hpke),
             signature,
         )
     }
@@ -192,7 +191,9 @@ impl CryptoCard {
             *self.registration_hpke,
         ))?
         .public_key()?;
-        self.sign(&[VENDOR_KEY_LABEL, public.as_bytes().as_slice()].concat())
+        self.sign(&postvault_indicium::token::meter_key_message(
+            public.as_bytes(),
+        ))
     }
 
     /// The registration signing key's signature over a registration.

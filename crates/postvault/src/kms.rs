@@ -152,6 +152,15 @@ pub fn box_init(dir: &Path, kind: &str) -> Result<Vec<String>, CliError> {
             })
             .map_err(kms_err)?;
         postvault_server::kms::record_box(&kms_dir, id, &shares).map_err(kms_err)?;
+        if kind == BoxKind::Steel {
+            let (card, _) = s
+                .vault()
+                .vendor_key()
+                .await
+                .map_err(|e| CliError::Check(e.to_string()))?;
+            k.set_meter_anchor(id, &card.registration_signing)
+                .map_err(kms_err)?;
+        }
         let mut lines = vec![format!(
             "{mfg} set the id of a new {} box: {id}; it made its startup key and {} operation shares (written to {}: development only)",
             kind.name(),
@@ -550,7 +559,8 @@ pub fn bench_tokens(meters: u32, seconds: u64) -> Result<(), CliError> {
     use std::time::{Duration, Instant};
     let date = today()?;
     block_on(async {
-        let plan = Plan::vendor_and_post("USPS", "US").map_err(kms_err)?;
+        let anchor = postvault_kms::softmeter::anchor().map_err(kms_err)?;
+        let plan = Plan::vendor_and_post("USPS", "US", anchor).map_err(kms_err)?;
         let k = set_up(postvault_kms::MemArchive::default(), &plan, |_| {
             Box::new(MemStorage::default())
         })
@@ -565,7 +575,13 @@ pub fn bench_tokens(meters: u32, seconds: u64) -> Result<(), CliError> {
                 let mi4 = k.kms.request_key(&d, k.steel).await.map_err(kms_err)?;
                 let mi5 = k
                     .kms
-                    .steel_install(k.steel, &mi4, m.device, m.public)
+                    .steel_install(
+                        k.steel,
+                        &mi4,
+                        m.device,
+                        m.public,
+                        &m.vouch().map_err(kms_err)?,
+                    )
                     .map_err(kms_err)?;
                 let mi6 = m.install(&mi5).map_err(kms_err)?;
                 k.kms.finish_install(k.steel, &mi6).await.map_err(kms_err)?;

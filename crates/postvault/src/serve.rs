@@ -201,10 +201,15 @@ async fn open_locked(
     )?;
     let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);
     let provider = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &provider_der)?;
+    let (card, _) = vault
+        .vendor_key()
+        .await
+        .map_err(|e| CliError::Check(format!("vault: {e}")))?;
     let kms = postvault_server::kms::VaultKms::open_or_create(
         &data.kms(),
         vault.store().clone(),
         &config,
+        &card.registration_signing,
     )
     .await
     .map_err(|e| CliError::Check(format!("key management system: {e}")))?;

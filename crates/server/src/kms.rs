@@ -217,19 +217,34 @@ impl<S: Store> VaultKms<S> {
         dir: &Path,
         store: S,
         config: &VaultConfig,
+        meter_anchor: &(u8, Vec<u8>),
     ) -> Result<Self, KmsError> {
         if !kms_file(dir).exists() {
             tracing::warn!(
                 "setting up the key management system in {} (development: each box's operation shares are stored beside it)",
                 dir.display()
             );
-            Self::create(dir, store.clone(), config).await?;
+            Self::create(dir, store.clone(), config, meter_anchor).await?;
         }
-        Self::open(dir, store, config).await
+        let this = Self::open(dir, store, config).await?;
+        // Every steel box seals only to meter keys the vault's registration
+        // key vouches for; a box set up for another vault refuses.
+        for (id, _, _) in this.kms.boxes()? {
+            if id.kind == BoxKind::Steel {
+                this.kms.set_meter_anchor(id, meter_anchor)?;
+            }
+        }
+        Ok(this)
     }
 
-    async fn create(dir: &Path, store: S, config: &VaultConfig) -> Result<(), KmsError> {
-        let plan = Plan::vendor_and_post(&config.postal_domain, &config.country)?;
+    async fn create(
+        dir: &Path,
+        store: S,
+        config: &VaultConfig,
+        meter_anchor: &(u8, Vec<u8>),
+    ) -> Result<(), KmsError> {
+        let plan =
+            Plan::vendor_and_post(&config.postal_domain, &config.country, meter_anchor.clone())?;
         let boxes = dir.join("boxes");
         let s = set_up(StoreArchive(store), &plan, |id| {
             Box::new(FileStorage::new(&boxes.join(format!("{id}.box"))))

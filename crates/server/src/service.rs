@@ -177,6 +177,7 @@ impl<S: Store> Service<S> {
                 &mi4,
                 device.to_bytes(),
                 self.vendor.0.registration_hpke,
+                &self.vendor.1,
             )?;
             let role = if postvault_kms::role_of(domain) == 1 {
                 postvault_module::psd::DomainRole::Vendor

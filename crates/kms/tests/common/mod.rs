@@ -32,6 +32,7 @@ pub async fn kms() -> Fallible<SetUp<MemArchive>> {
             (d("USPS"), vec!["US".into()]),
             (d("EARTH"), vec!["GB".into()]),
         ],
+        meter_anchor: postvault_kms::softmeter::anchor()?,
     };
     Ok(set_up(MemArchive::default(), &plan, |_| {
         Box::new(MemStorage::default())
@@ -102,9 +103,13 @@ pub async fn install(
     domain: &DomainId,
 ) -> Fallible<Installed> {
     let mi4 = k.kms.request_key(domain, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi6 = meter.install(&mi5);
     Ok(k.kms.finish_install(k.steel, &mi6).await?)
 }
@@ -199,9 +204,13 @@ pub async fn install_steps(
     domain: &DomainId,
 ) -> Fallible<Steps> {
     let (mi3, mi4, key_id) = generate(k, domain, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, meter.device, meter.public)?;
+    let mi5 = k.kms.steel_install(
+        k.steel,
+        &mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )?;
     let mi6 = meter.install(&mi5);
     let mi7 = steel_report(k, k.steel, &mi6)?;
     let (mi9, mi10) = brass_confirm(k, &mi3, &mi7, k.kms.time())?;
