@@ -173,8 +173,10 @@ impl<A: Archive> Kms<A> {
         Ok(out)
     }
 
+    /// Has box `id` answer `request`, its time event taken while the boxes
+    /// are held, so time events reach each box in the order they were taken.
     fn call(&self, id: BoxId, request: &Request) -> Result<Response> {
-        self.with_box(id, |b| b.call(request))
+        self.with_box(id, |b| b.call(&request.clone().at(self.time())))
     }
 
     /// The first connected, enabled box of `kind` whose configuration table has `domain`.

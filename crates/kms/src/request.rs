@@ -237,6 +237,31 @@ impl Request {
         }
     }
 
+    /// The request with its time event set to `t` (requests without one
+    /// are unchanged).
+    #[must_use]
+    pub fn at(mut self, t: u64) -> Self {
+        match &mut self {
+            Request::GenerateKey { time, .. }
+            | Request::InstallKey { time, .. }
+            | Request::MeterEvidence { time, .. }
+            | Request::ConfirmInstalled { time, .. }
+            | Request::RegistrationRequest { time, .. }
+            | Request::Obsolete { time, .. }
+            | Request::CreateDomain { time, .. }
+            | Request::SetBoxId { time, .. }
+            | Request::MakeDomainProcess { time, .. } => *time = t,
+            Request::LoadRecords { .. }
+            | Request::Verify { .. }
+            | Request::ExportTokenKeys { .. }
+            | Request::LoadTokenKeys { .. }
+            | Request::AcceptDomainProcess { .. }
+            | Request::Status
+            | Request::SetMeterAnchor { .. } => {}
+        }
+        self
+    }
+
     /// The framed request.
     ///
     /// # Errors

@@ -267,3 +267,46 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
     );
     vault.stop();
 }
+
+#[test]
+fn meters_made_at_once_all_get_their_keys() {
+    let mut vault = TestVault::init(true);
+    let url = vault.start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let meters = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("at-once-{i}");
+                let c = Customer::register(
+                    Connection::new(&url).unwrap(),
+                    &Registration {
+                        customer_id: &id,
+                        passphrase: "correct horse battery staple",
+                        licensing_zip: 12_345 * 10_000,
+                        expect_ca: None,
+                        expect_vault_key: None,
+                        kdf: Argon2Params::FAST_FOR_TESTS,
+                    },
+                )
+                .await
+                .unwrap();
+                c.device().unwrap()
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    vault.stop();
+    let dir = vault.path().to_str().unwrap().to_owned();
+    for m in meters {
+        let o = vault.run(&["kms", "meter", &m.to_string(), "--data-dir", &dir], None);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert_eq!(out.matches(": active meter").count(), 2, "{m}: {out}");
+    }
+}

@@ -115,6 +115,9 @@ pub struct Service<S: Store> {
     vendor: (postvault_module::cryptocard::CardPublic, (u8, Vec<u8>)),
     audit_alarm: std::sync::Mutex<Option<String>>,
     kms: VaultKms<S>,
+    /// One key installation at a time: oak and steel take key ids only in
+    /// increasing order, so two meters made at once must not interleave.
+    installing: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store> Service<S> {
@@ -139,6 +142,7 @@ impl<S: Store> Service<S> {
             vendor,
             audit_alarm: std::sync::Mutex::new(None),
             kms,
+            installing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -170,6 +174,7 @@ impl<S: Store> Service<S> {
         domains: &[postvault_kms::DomainId],
     ) -> Result<()> {
         let k = &self.kms.kms;
+        let _one_at_a_time = self.installing.lock().await;
         for domain in domains {
             let mi4 = k.request_key(domain, self.kms.steel).await?;
             let mi5 = k.steel_install(
