@@ -1198,6 +1198,20 @@ impl SecureBox {
                 "obsolescence precedes registration",
             ));
         }
+        // The last day lies between registration and the day of this event:
+        // never in the future, which would leave the key working.
+        let event_day = Date::from_unix_seconds(i64::try_from(time / 1000).unwrap_or(i64::MAX))
+            .map(Date::days)
+            .unwrap_or(u16::MAX);
+        if last_day < rec.registered || last_day > event_day {
+            return Err(refused(
+                Fault::Mismatch,
+                format!(
+                    "the last day must lie between registration (day {}) and today (day {event_day})",
+                    rec.registered
+                ),
+            ));
+        }
         Self::check_time(p, time)?;
         let brass_key = signing(p.keys.brass_auth.as_ref(), "brass authentication")?;
         let next = ArchiveRegistered {

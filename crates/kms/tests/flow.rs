@@ -119,6 +119,15 @@ async fn a_tin_box_follows_a_meter_out_of_service() -> Fallible {
         Verdict::NotActive,
         "before registration"
     );
+    // The last day lies between registration and today.
+    for bad in [day(9).days(), u16::MAX] {
+        let r = k.kms.obsolete(&d("USPS.US"), meter.device, bad).await;
+        assert_eq!(
+            r.map_err(|e| e.fault()),
+            Err(Some(postvault_kms::Fault::Mismatch)),
+            "last day {bad}"
+        );
+    }
     // Out of service on the 15th.
     assert_eq!(
         k.kms

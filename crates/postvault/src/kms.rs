@@ -329,6 +329,26 @@ pub fn withdraw(dir: &Path, meter: &str) -> Result<Vec<String>, CliError> {
     })
 }
 
+/// `kms obsolete --meter M`: the meter's Active keys become Obsolete as of
+/// today (what `provider withdraw` does after the refund indicium; run alone
+/// it finishes a withdrawal that stopped half-way).
+///
+/// # Errors
+/// The vault cannot be opened; the KMS refuses.
+pub fn obsolete(dir: &Path, meter: &str) -> Result<Vec<String>, CliError> {
+    let device: DeviceId = meter.parse()?;
+    with_vault(dir, async |s| {
+        let n = s.obsolete_keys(device).await.map_err(service_error)?;
+        let domains = s.kms().kms.domains().map_err(kms_err)?;
+        let install: Vec<DomainId> = domains.into_iter().filter(|d| !d.is_sub_domain()).collect();
+        let mut lines = vec![format!(
+            "meter {device}: {n} key(s) made obsolete as of today"
+        )];
+        lines.extend(meter_lines(s, device, &install).await?);
+        Ok(lines)
+    })
+}
+
 /// A tin box's token keys for one month, with the box itself (development:
 /// its sealed state and operation shares travel in the same file; a real tin
 /// box stays at the postal site and only the records travel).

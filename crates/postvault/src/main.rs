@@ -194,6 +194,16 @@ enum KmsCmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Make a meter's Active keys Obsolete as of today (`provider withdraw`
+    /// does this after the refund indicium).
+    Obsolete {
+        /// The meter number (e.g. PV00000042).
+        #[arg(long)]
+        meter: String,
+        /// The vault's directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Register a meter's keys to its indicia number in a country (MR1-MR4).
     Register {
         /// The meter number (e.g. PV00000042).
@@ -1074,6 +1084,7 @@ fn kms_cmd(cmd: KmsCmd) -> Result<(), CliError> {
         KmsCmd::DomainCreate { domain, data_dir } => kms::create_domain(&data_dir, &domain)?,
         KmsCmd::Meter { meter, data_dir } => kms::meter(&data_dir, &meter)?,
         KmsCmd::BoxInit { kind, data_dir } => kms::box_init(&data_dir, &kind)?,
+        KmsCmd::Obsolete { meter, data_dir } => kms::obsolete(&data_dir, &meter)?,
         KmsCmd::RequestKey {
             domain,
             steel,

@@ -268,16 +268,43 @@ impl<S: Store> Service<S> {
         let postvault_module::postal::PostalOutcome::Refund { indicium } = outcome else {
             return Err(VaultError::Pool("unexpected reply to the refund order".into()).into());
         };
+        self.obsolete_keys(device).await?;
+        Ok(indicium)
+    }
+
+    /// Makes every Active key of a meter Obsolete, in whichever country it
+    /// is registered, as of today; returns how many changed. Run again after
+    /// a failure, it finishes the job.
+    ///
+    /// # Errors
+    /// The KMS's refusal.
+    pub async fn obsolete_keys(&self, device: DeviceId) -> Result<usize> {
         let today = Self::today()?;
-        for sub in self.kms.sub_domains()? {
-            let n = self
+        let mut subs = Vec::new();
+        for domain in self.kms.kms.domains()? {
+            if domain.is_sub_domain() {
+                continue;
+            }
+            let archive = self.kms.kms.archive();
+            for e in postvault_kms::Archive::by_device(archive, &domain, device.to_bytes()).await? {
+                if let (postvault_kms::KeyStatus::Active, Some(sub)) = (e.status, e.sub_domain)
+                    && !subs.contains(&sub)
+                {
+                    subs.push(sub);
+                }
+            }
+        }
+        let mut n = 0;
+        for sub in subs {
+            let k = self
                 .kms
                 .kms
                 .obsolete(&sub, device.to_bytes(), today.days())
                 .await?;
-            tracing::info!(meter = %device, domain = %sub, keys = n, "meter out of service: keys obsolete");
+            tracing::info!(meter = %device, domain = %sub, keys = k, "meter out of service: keys obsolete");
+            n += k;
         }
-        Ok(indicium)
+        Ok(n)
     }
 
     /// Verifies an indicium's vendor and postal tokens (its signed part)
