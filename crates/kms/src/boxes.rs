@@ -188,6 +188,9 @@ struct Manufacturing {
     dks_auth: Vec<u8>,
     next_number: BTreeMap<BoxKind, u32>,
     domains: BTreeMap<DomainId, (Signed, DomainDirectory, ProcessKeys)>,
+    /// The startup confidentiality key each box it set up answered with,
+    /// recorded once: processes and token keys are sealed only to these.
+    startups: BTreeMap<BoxId, [u8; 32]>,
 }
 
 impl Drop for Manufacturing {
@@ -324,6 +327,7 @@ impl SecureBox {
                 dks_auth: dks_auth.to_pkcs8()?.expose().to_vec(),
                 next_number,
                 domains: BTreeMap::new(),
+                startups: BTreeMap::new(),
             }),
             meter_anchor: None,
         };
@@ -664,9 +668,10 @@ impl SecureBox {
             Request::ExportTokenKeys {
                 domain,
                 tin,
-                tin_key,
                 period,
-            } => self.export_token_keys(&domain, tin, tin_key, period),
+            } => self.export_token_keys(&domain, &tin, period),
+            Request::RecordStartup { reply } => self.record_startup(&reply),
+            Request::StartupOf { id } => self.startup_of(id),
             Request::LoadTokenKeys { domain, records } => self.load_token_keys(&domain, &records),
             Request::CreateDomain { domain, time } => self.create_domain(&domain, time),
             Request::SetBoxId { kind, time } => self.set_box_id(kind, time),
@@ -1274,10 +1279,14 @@ impl SecureBox {
     fn export_token_keys(
         &mut self,
         domain: &DomainId,
-        tin: BoxId,
-        tin_key: [u8; 32],
+        tin: &Signed,
         period: u32,
     ) -> Result<Response> {
+        self.check_record(tin.kind)?;
+        // The tin box's startup key as the manufacturing box recorded it.
+        let mfg = message::public_key(&self.state()?.manufacturing_auth)?;
+        let startup: StartupReply = tin.open(RecordKind::StartupReply, &mfg)?;
+        let (tin, tin_key) = (startup.id, startup.startup_conf);
         ids::expect_kind(tin, BoxKind::Tin)?;
         let p = self.process(domain)?;
         let brass_key = signing(p.keys.brass_auth.as_ref(), "brass authentication")?;
@@ -1575,6 +1584,56 @@ impl SecureBox {
         Ok(Response::BoxId(signed))
     }
 
+    /// Records the startup key a box it set up answered with, once.
+    fn record_startup(&mut self, reply: &StartupReply) -> Result<Response> {
+        let m = self.manufacturing()?;
+        let issued = m.next_number.get(&reply.id.kind).copied().unwrap_or(1);
+        if !reply.id.is_set()
+            || reply.id.number >= issued
+            || reply.id.kind == BoxKind::Manufacturing
+        {
+            return Err(refused(
+                Fault::WrongBox,
+                format!("{} is not an id this manufacturing box gave", reply.id),
+            ));
+        }
+        match m.startups.get(&reply.id) {
+            Some(k) if *k == reply.startup_conf => return self.startup_of(reply.id),
+            Some(_) => {
+                return Err(refused(
+                    Fault::WrongBox,
+                    format!("{} answered with another startup key before", reply.id),
+                ));
+            }
+            None => {}
+        }
+        if let Some(m) = self.state_mut()?.manufacturing.as_mut() {
+            m.startups.insert(reply.id, reply.startup_conf);
+        }
+        self.persist()?;
+        self.startup_of(reply.id)
+    }
+
+    /// A box's recorded startup key, signed (for brass to seal token keys to a tin box).
+    fn startup_of(&self, id: BoxId) -> Result<Response> {
+        let m = self.manufacturing()?;
+        let key = m.startups.get(&id).ok_or_else(|| {
+            refused(
+                Fault::WrongBox,
+                format!("{id}'s startup key is not recorded"),
+            )
+        })?;
+        let auth = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &m.startup_auth)?;
+        Ok(Response::Startup(Signed::sign(
+            RecordKind::StartupReply,
+            &StartupReply {
+                id,
+                startup_conf: *key,
+            },
+            &auth,
+        )?))
+    }
+
     fn make_domain_process(
         &mut self,
         domain: &DomainId,
@@ -1587,6 +1646,16 @@ impl SecureBox {
             return Err(refused(
                 Fault::WrongBox,
                 format!("{} is not a {} box", reply.id, kind.name()),
+            ));
+        }
+        // Only to the startup key the box answered Set Secure Box ID with.
+        if m.startups.get(&reply.id) != Some(&reply.startup_conf) {
+            return Err(refused(
+                Fault::WrongBox,
+                format!(
+                    "{} is not a box this manufacturing box set up with that startup key",
+                    reply.id
+                ),
             ));
         }
         let (signed, _, keys) = m.domains.get(domain).ok_or_else(|| {

@@ -215,6 +215,18 @@ impl<A: Archive> Kms<A> {
         })
     }
 
+    /// The connected manufacturing box.
+    ///
+    /// # Errors
+    /// [`Fault::WrongBox`] if none is connected.
+    pub fn manufacturing_box(&self) -> Result<BoxId> {
+        lock(&self.boxes)?
+            .keys()
+            .copied()
+            .find(|id| id.kind == BoxKind::Manufacturing)
+            .ok_or_else(|| KmsError::refused(Fault::WrongBox, "no manufacturing box is connected"))
+    }
+
     /// The directory of a known domain.
     ///
     /// # Errors
@@ -283,10 +295,13 @@ impl<A: Archive> Kms<A> {
         };
         let mfg_key = self.with_box(mfg, |b| b.manufacturing_key())?;
         let given: message::SetBoxId = set_id.peek()?;
-        let (b, _reply, shares) = SecureBox::install(storage(given.id), &set_id, &mfg_key)?;
+        let (b, reply, shares) = SecureBox::install(storage(given.id), &set_id, &mfg_key)?;
         let id = b.id();
         self.add_box(b)?;
-        Ok((id, shares))
+        match self.call(mfg, &Request::RecordStartup { reply })? {
+            Response::Startup(_) => Ok((id, shares)),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Has `mfg` make a process for `domain` in box `id`, and the box take it.
@@ -614,7 +629,8 @@ impl<A: Archive> Kms<A> {
     }
 
     /// Temporal token keys of `sub_domain`'s loaded meters for one month,
-    /// sealed to tin box `tin` (whose startup key is `tin_key`).
+    /// sealed to tin box `tin` under the startup key the manufacturing box
+    /// recorded for it.
     ///
     /// # Errors
     /// The brass box's refusal.
@@ -622,16 +638,18 @@ impl<A: Archive> Kms<A> {
         &self,
         sub_domain: &DomainId,
         tin: BoxId,
-        tin_key: [u8; 32],
         period: u32,
     ) -> Result<Vec<Signed>> {
         let brass = self.box_for(BoxKind::Brass, sub_domain)?;
+        let mfg = self.manufacturing_box()?;
+        let Response::Startup(tin) = self.call(mfg, &Request::StartupOf { id: tin })? else {
+            return Err(unexpected());
+        };
         match self.call(
             brass,
             &Request::ExportTokenKeys {
                 domain: sub_domain.clone(),
                 tin,
-                tin_key,
                 period,
             },
         )? {

@@ -45,11 +45,15 @@ pub enum Class {
     Status = 31,
     /// The key that vouches for meter keys (steel).
     SetMeterAnchor = 32,
+    /// Record a new box's startup key (manufacturing).
+    RecordStartup = 23,
+    /// A box's recorded startup key (manufacturing).
+    StartupOf = 24,
 }
 
 impl Class {
     /// Every class.
-    pub const ALL: [Class; 16] = [
+    pub const ALL: [Class; 18] = [
         Class::GenerateKey,
         Class::InstallKey,
         Class::MeterEvidence,
@@ -66,6 +70,8 @@ impl Class {
         Class::AcceptDomainProcess,
         Class::Status,
         Class::SetMeterAnchor,
+        Class::RecordStartup,
+        Class::StartupOf,
     ];
 
     /// The class with this code.
@@ -165,12 +171,20 @@ pub enum Request {
     ExportTokenKeys {
         /// The country sub-domain.
         domain: DomainId,
-        /// The tin box.
-        tin: BoxId,
-        /// Its startup confidentiality key (HPKE public).
-        tin_key: [u8; 32],
+        /// The tin box and its startup key, as the manufacturing box recorded them.
+        tin: Signed,
         /// The month (`year * 100 + month`).
         period: u32,
+    },
+    /// Record the startup key a new box answered with (manufacturing).
+    RecordStartup {
+        /// The box's answer.
+        reply: StartupReply,
+    },
+    /// A box's recorded startup key, signed (manufacturing).
+    StartupOf {
+        /// The box.
+        id: BoxId,
     },
     /// Token key records into a tin box.
     LoadTokenKeys {
@@ -234,6 +248,8 @@ impl Request {
             Request::AcceptDomainProcess { .. } => Class::AcceptDomainProcess,
             Request::Status => Class::Status,
             Request::SetMeterAnchor { .. } => Class::SetMeterAnchor,
+            Request::RecordStartup { .. } => Class::RecordStartup,
+            Request::StartupOf { .. } => Class::StartupOf,
         }
     }
 
@@ -257,7 +273,9 @@ impl Request {
             | Request::LoadTokenKeys { .. }
             | Request::AcceptDomainProcess { .. }
             | Request::Status
-            | Request::SetMeterAnchor { .. } => {}
+            | Request::SetMeterAnchor { .. }
+            | Request::RecordStartup { .. }
+            | Request::StartupOf { .. } => {}
         }
         self
     }
@@ -349,6 +367,8 @@ pub enum Response {
     BoxId(Signed),
     /// A signed Make Domain Process.
     Process(Signed),
+    /// A box's startup key, signed by the manufacturing box.
+    Startup(Signed),
     /// Done.
     Done,
     /// Status.

@@ -17,6 +17,8 @@ pub fn commands(kind: BoxKind) -> &'static [Class] {
             C::CreateDomain,
             C::SetBoxId,
             C::MakeDomainProcess,
+            C::RecordStartup,
+            C::StartupOf,
             C::Status,
         ],
         BoxKind::Oak => &[C::GenerateKey, C::AcceptDomainProcess, C::Status],
@@ -61,6 +63,7 @@ pub fn records(kind: BoxKind) -> &'static [RecordKind] {
             R::KeyInstalled,
             R::ArchiveInstalled,
             R::ArchiveRegistered,
+            R::StartupReply,
         ],
         BoxKind::Tin => &[R::DomainDirectory, R::MakeDomainProcess, R::TokenKey],
     }

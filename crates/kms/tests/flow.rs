@@ -47,10 +47,7 @@ async fn a_meter_is_installed_registered_verified_and_retired() -> Fallible {
     }
     // A tin box verifies with the month's token keys only.
     let period = postvault_indicium::token::Period::of(date).0;
-    let tin_key = k.kms.with_box(k.tin, |b| b.startup_key())?;
-    let records = k
-        .kms
-        .export_token_keys(&d("USPS.US"), k.tin, tin_key, period)?;
+    let records = k.kms.export_token_keys(&d("USPS.US"), k.tin, period)?;
     assert_eq!(records.len(), 1);
     let r = k.kms.with_box(k.tin, |b| {
         b.call(&Request::LoadTokenKeys {
@@ -95,7 +92,6 @@ async fn a_tin_box_follows_a_meter_out_of_service() -> Fallible {
             &meter.report(&d("USPS"), "N9", "US", day(10)),
         )
         .await?;
-    let tin_key = k.kms.with_box(k.tin, |b| b.startup_key())?;
     let load = |records| {
         k.kms.with_box(k.tin, |b| {
             b.call(&Request::LoadTokenKeys {
@@ -109,10 +105,7 @@ async fn a_tin_box_follows_a_meter_out_of_service() -> Fallible {
             b.verify_token(&d("USPS.US"), &meter.indicium(date, 500))
         })
     };
-    load(
-        k.kms
-            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_611)?,
-    )?;
+    load(k.kms.export_token_keys(&d("USPS.US"), k.tin, 202_611)?)?;
     assert_eq!(tin_verdict(day(20))?, Verdict::Good);
     assert_eq!(
         tin_verdict(day(9))?,
@@ -139,13 +132,10 @@ async fn a_tin_box_follows_a_meter_out_of_service() -> Fallible {
     // its last day, narrows what the tin box accepts.
     assert!(
         k.kms
-            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_612)?
+            .export_token_keys(&d("USPS.US"), k.tin, 202_612)?
             .is_empty()
     );
-    load(
-        k.kms
-            .export_token_keys(&d("USPS.US"), k.tin, tin_key, 202_611)?,
-    )?;
+    load(k.kms.export_token_keys(&d("USPS.US"), k.tin, 202_611)?)?;
     assert_eq!(tin_verdict(day(20))?, Verdict::NotActive);
     assert_eq!(tin_verdict(day(12))?, Verdict::Good);
     assert_eq!(

@@ -1375,11 +1375,13 @@ async fn rule10_every_answer_is_a_frame_even_a_large_one() -> Fallible {
     let us = d("VE.US");
     let date = today();
     let period = postvault_indicium::token::Period::of(date).0;
-    let tin_key = k.kms.with_box(k.tin, |b| b.startup_key())?;
+    let Response::Startup(tin) = call(&k, k.manufacturing, &Request::StartupOf { id: k.tin })?
+    else {
+        panic!("manufacturing answered another message");
+    };
     let export = Request::ExportTokenKeys {
         domain: us.clone(),
-        tin: k.tin,
-        tin_key,
+        tin,
         period,
     }
     .to_frame()?;
@@ -1537,5 +1539,83 @@ async fn steel_seals_only_to_a_meter_key_the_vault_vouches_for() -> Fallible {
         .kms
         .steel_install(bare, &mi4, meter.device, meter.public, &meter.vouch()?);
     assert_eq!(fault(r), Fault::WrongBox);
+    Ok(())
+}
+
+// ----- keys go only to boxes the manufacturing box set up ------------------------------
+
+#[tokio::test]
+async fn domain_keys_and_token_keys_go_only_to_startup_keys_the_manufacturing_box_recorded()
+-> Fallible {
+    let k = kms().await?;
+    let ve = d("VE");
+    let (_, impostor) = postvault_crypto::hpke::PrivateKey::generate()?;
+    let process = |id, key| Request::MakeDomainProcess {
+        domain: ve.clone(),
+        reply: postvault_kms::message::StartupReply {
+            id,
+            startup_conf: key,
+        },
+        kind: BoxKind::Brass,
+        time: k.kms.time(),
+    };
+    // An id it never gave, and a real box's id with another key.
+    let made_up = BoxId {
+        kind: BoxKind::Brass,
+        number: 77,
+    };
+    assert_eq!(
+        fault(call(&k, k.manufacturing, &process(made_up, impostor.0))),
+        Fault::WrongBox
+    );
+    assert_eq!(
+        fault(call(&k, k.manufacturing, &process(k.brass, impostor.0))),
+        Fault::WrongBox
+    );
+    let record = |id, key| Request::RecordStartup {
+        reply: postvault_kms::message::StartupReply {
+            id,
+            startup_conf: key,
+        },
+    };
+    assert_eq!(
+        fault(call(&k, k.manufacturing, &record(made_up, impostor.0))),
+        Fault::WrongBox
+    );
+    assert_eq!(
+        fault(call(&k, k.manufacturing, &record(k.brass, impostor.0))),
+        Fault::WrongBox
+    );
+    // The real key is accepted again (idempotent) and a process still goes to it.
+    let real = k.kms.with_box(k.brass, |b| b.startup_key())?;
+    assert!(matches!(
+        call(&k, k.manufacturing, &record(k.brass, real))?,
+        Response::Startup(_)
+    ));
+    assert!(matches!(
+        call(&k, k.manufacturing, &process(k.brass, real))?,
+        Response::Process(_)
+    ));
+    // Brass seals token keys only to a tin startup key signed by the manufacturing box.
+    let forged = Signed::sign(
+        postvault_kms::message::RecordKind::StartupReply,
+        &postvault_kms::message::StartupReply {
+            id: k.tin,
+            startup_conf: impostor.0,
+        },
+        &postvault_crypto::sig::SigningKey::generate(
+            postvault_crypto::sig::SigAlg::EcdsaP256Sha256,
+        )?,
+    )?;
+    let r = call(
+        &k,
+        k.brass,
+        &Request::ExportTokenKeys {
+            domain: d("VE.US"),
+            tin: forged,
+            period: 202_611,
+        },
+    );
+    assert_eq!(fault(r), Fault::BadSignature);
     Ok(())
 }

@@ -404,15 +404,10 @@ pub fn token_keys(
             None => s.kms().post.sub_domain(&s.kms().country).map_err(kms_err)?,
         };
         let tin = s.kms().tin;
-        let tin_key = s
-            .kms()
-            .kms
-            .with_box(tin, |b| b.startup_key())
-            .map_err(kms_err)?;
         let records = s
             .kms()
             .kms
-            .export_token_keys(&sub, tin, tin_key, period)
+            .export_token_keys(&sub, tin, period)
             .map_err(kms_err)?;
         let state = std::fs::read(box_file(&kms_dir, tin))
             .map_err(|e| CliError::io(&box_file(&kms_dir, tin), &e))?;
@@ -613,13 +608,9 @@ pub fn bench_tokens(meters: u32, seconds: u64) -> Result<(), CliError> {
             }
             indicia.push(m.indicium(date, 730).map_err(kms_err)?);
         }
-        let tin_key = k
-            .kms
-            .with_box(k.tin, |b| b.startup_key())
-            .map_err(kms_err)?;
         let records = k
             .kms
-            .export_token_keys(&sub, k.tin, tin_key, Period::of(date).0)
+            .export_token_keys(&sub, k.tin, Period::of(date).0)
             .map_err(kms_err)?;
         k.kms
             .with_box(k.tin, |b| {
