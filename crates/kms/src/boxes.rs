@@ -1705,9 +1705,9 @@ impl SecureBox {
         )?))
     }
 
-    /// Takes a domain process from the manufacturing box: signed by it, for
-    /// this box, the directory signed by the domain key set. The domain
-    /// joins the box's configuration table.
+    /// Takes a domain process from the manufacturing box: signed by it (its
+    /// signature covers the domain's directory inside), for this box. The
+    /// domain joins the box's configuration table.
     fn accept_domain_process(&mut self, process: &Signed) -> Result<Response> {
         self.check_record(process.kind)?;
         let state = self.state()?;

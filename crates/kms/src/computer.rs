@@ -443,6 +443,8 @@ impl<A: Archive> Kms<A> {
         steel: BoxId,
         evidence: &MeterEvidence,
     ) -> Result<Installed> {
+        // Brass first: steel's report is made once, so it must have somewhere to go.
+        let brass = self.box_for(BoxKind::Brass, &evidence.domain)?;
         let Response::KeyInstalled(installed) = self.call(
             steel,
             &Request::MeterEvidence {
@@ -463,7 +465,6 @@ impl<A: Archive> Kms<A> {
             .ok_or_else(|| {
                 KmsError::refused(Fault::Mismatch, "the archive has no New record of that key")
             })?;
-        let brass = self.box_for(BoxKind::Brass, &evidence.domain)?;
         let Response::Installed { archive, confirm } = self.call(
             brass,
             &Request::ConfirmInstalled {

@@ -670,7 +670,8 @@ fn install_domain_key(
 /// Register the domain keys (seed 002, MR1): the meter records its indicia
 /// number, country and today's date, once, and reports them under each domain
 /// master key. A meter registered to a country never moves again (an earth
-/// domain meter never returns to the earth domain).
+/// domain meter never returns to the earth domain); asked again with the same
+/// number and country it reports the same facts, with the stored date.
 fn register_domain_keys(
     ctx: &Context<'_>,
     package: &PsdPackage,
@@ -687,9 +688,15 @@ fn register_domain_keys(
             PsdState::PasswordReset,
         ],
     )?;
-    if body.key_registration.is_some() {
-        return refuse(PsdCheck::KeysRegistered);
-    }
+    // Registered already: the same facts again re-issue the reports (so a
+    // registration that stopped half-way can finish); others are refused.
+    let date = match &body.key_registration {
+        Some(r) if r.indicia_number == indicia_number && r.country == country => {
+            Date::from_days(r.date)
+        }
+        Some(_) => return refuse(PsdCheck::KeysRegistered),
+        None => ctx.today()?,
+    };
     if indicia_number.is_empty()
         || indicia_number.len() > 20
         || !indicia_number.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -703,7 +710,6 @@ fn register_domain_keys(
             what: "country: two capital letters (ISO 3166 alpha-2)",
         });
     }
-    let date = ctx.today()?;
     let device =
         DeviceId::from_bytes(body.device_id).map_err(|_| Error::PsdCheck(PsdCheck::State))?;
     let facts = postvault_indicium::token::RegistrationFacts {

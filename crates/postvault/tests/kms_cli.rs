@@ -96,4 +96,19 @@ fn the_operator_initialises_boxes_requests_keys_and_a_box_without_shares_stops_t
     );
     std::fs::write(&shares, &kept).unwrap();
     assert!(run(&["kms", "status"]).status.success());
+
+    // kms.json lost while the archive holds domains: the vault refuses to set
+    // up a second KMS over the first one's archive.
+    let file = vault.join("kms/kms.json");
+    let kept = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let o = run(&["kms", "status"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("a set-up was interrupted"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&file, &kept).unwrap();
+    assert!(run(&["kms", "status"]).status.success());
 }

@@ -231,6 +231,33 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
         "{out}"
     );
 
+    // Registering again to its own country re-issues the reports and
+    // changes nothing (a registration that stopped half-way can finish);
+    // to another country it is refused.
+    let m = meter.to_string();
+    let o = vault.run(
+        &["kms", "register", "--meter", &m, "--data-dir", &dir],
+        None,
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out.matches(": active meter").count(), 2, "{out}");
+    let o = vault.run(
+        &[
+            "kms",
+            "register",
+            "--meter",
+            &m,
+            "--country",
+            "GB",
+            "--data-dir",
+            &dir,
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already registered"), "{}", text(&o));
+
     // The meter leaves service: its keys become Obsolete.
     let o = vault.run(
         &[

@@ -220,6 +220,15 @@ impl<S: Store> VaultKms<S> {
         meter_anchor: &(u8, Vec<u8>),
     ) -> Result<Self, KmsError> {
         if !kms_file(dir).exists() {
+            // A set-up interrupted after the archive got its domains: setting
+            // up again would make a second domain key set the archive refuses.
+            if !store.kms_domains().await.map_err(store_err)?.is_empty() {
+                return Err(config_err(format!(
+                    "the archive holds KMS domains but {} is missing: a set-up was interrupted or the file was lost; restore {} from its backup",
+                    kms_file(dir).display(),
+                    dir.display()
+                )));
+            }
             tracing::warn!(
                 "setting up the key management system in {} (development: each box's operation shares are stored beside it)",
                 dir.display()

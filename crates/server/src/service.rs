@@ -242,6 +242,14 @@ impl<S: Store> Service<S> {
         for (_, domain, key_id, token) in tokens {
             let domain = postvault_kms::DomainId::new(&domain)?;
             let sub = domain.sub_domain(country)?;
+            // A registration that stopped half-way: skip the keys already Active.
+            let history =
+                postvault_kms::Archive::history(self.kms.kms.archive(), &domain, key_id).await?;
+            if history.last().is_some_and(|e| {
+                e.status == postvault_kms::KeyStatus::Active && e.sub_domain.as_ref() == Some(&sub)
+            }) {
+                continue;
+            }
             let report = postvault_kms::message::RegistrationReport {
                 domain,
                 key_id,
@@ -579,15 +587,16 @@ impl<S: Store> Service<S> {
         })
         .await?;
         let keys = self.vault.store().package(device.to_bytes()).await?;
-        let registered = keys
+        let has_keys = keys
             .map(|row| postvault_module::psd::PsdPackage::decode(&row.package))
             .transpose()
             .map_err(VaultError::Module)?
             .map(|p| p.peek())
             .transpose()
             .map_err(VaultError::Module)?
-            .is_some_and(|b| b.key_registration.is_some() || b.domain_keys.is_empty());
-        if !registered {
+            .is_some_and(|b| !b.domain_keys.is_empty());
+        // A meter from before the KMS has no keys to register.
+        if has_keys {
             self.register_domain_keys(device).await?;
         }
         Ok(())
