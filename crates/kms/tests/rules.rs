@@ -12,7 +12,7 @@ mod common;
 
 use common::{
     Fallible, SoftMeter, brass_confirm, call, d, directories, generate, history, install,
-    install_steps, kms, steel_report, today,
+    install_steps, kms, steel_report, steel_seal, today,
 };
 use postvault_crypto::sig::{SigAlg, SigningKey};
 use postvault_crypto::{SecretBytes, shamir};
@@ -119,18 +119,10 @@ async fn rule02_a_replayed_install_record_is_refused() -> Fallible {
     let mut meter = SoftMeter::new(1);
     let other = SoftMeter::new(2);
     let (_, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     // The same MI4 again, for the same meter or another.
     for m in [&meter, &other] {
-        let r = k
-            .kms
-            .steel_install(k.steel, &mi4, m.device, m.public, &m.vouch().unwrap());
+        let r = steel_seal(&k, k.steel, &mi4, m);
         assert_eq!(fault(r), Fault::KeyIdNotNew);
     }
     // The refusals left the pending installation alone.
@@ -140,13 +132,9 @@ async fn rule02_a_replayed_install_record_is_refused() -> Fallible {
     let (_, older, older_id) = generate(&k, &ve, k.steel).await?;
     let (_, newer, _) = generate(&k, &ve, k.steel).await?;
     let mut m3 = SoftMeter::new(3);
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &newer, m3.device, m3.public, &m3.vouch().unwrap())?;
+    let mi5 = steel_seal(&k, k.steel, &newer, &m3)?;
     let m4 = SoftMeter::new(4);
-    let r = k
-        .kms
-        .steel_install(k.steel, &older, m4.device, m4.public, &m4.vouch().unwrap());
+    let r = steel_seal(&k, k.steel, &older, &m4);
     assert_eq!(fault(r), Fault::KeyIdNotNew);
     assert_eq!(
         statuses(&history(&k, &ve, older_id).await),
@@ -171,13 +159,9 @@ async fn rule03_an_install_record_for_another_steel_box_is_refused() -> Fallible
     let (_, for_2, _) = generate(&k, &ve, steel2).await?;
     let mut m1 = SoftMeter::new(1);
     let mut m2 = SoftMeter::new(2);
-    let r = k
-        .kms
-        .steel_install(steel2, &for_1, m1.device, m1.public, &m1.vouch().unwrap());
+    let r = steel_seal(&k, steel2, &for_1, &m1);
     assert_eq!(fault(r), Fault::WrongSteelId);
-    let r = k
-        .kms
-        .steel_install(k.steel, &for_2, m2.device, m2.public, &m2.vouch().unwrap());
+    let r = steel_seal(&k, k.steel, &for_2, &m2);
     assert_eq!(fault(r), Fault::WrongSteelId);
     // The steel id cannot be changed without breaking oak's signature.
     let mut rec: InstallRecord = for_1.peek()?;
@@ -191,14 +175,10 @@ async fn rule03_an_install_record_for_another_steel_box_is_refused() -> Fallible
     );
     assert_eq!(fault(r), Fault::BadSignature);
     // Neither refusal used anything up: each box installs its own key.
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &for_1, m1.device, m1.public, &m1.vouch().unwrap())?;
+    let mi5 = steel_seal(&k, k.steel, &for_1, &m1)?;
     let done = k.kms.finish_install(k.steel, &m1.install(&mi5)).await?;
     assert_eq!(done.status, KeyStatus::Installed);
-    let mi5 = k
-        .kms
-        .steel_install(steel2, &for_2, m2.device, m2.public, &m2.vouch().unwrap())?;
+    let mi5 = steel_seal(&k, steel2, &for_2, &m2)?;
     let done = k.kms.finish_install(steel2, &m2.install(&mi5)).await?;
     assert_eq!(done.status, KeyStatus::Installed);
     Ok(())
@@ -217,9 +197,7 @@ async fn rule04_an_installed_key_is_not_installed_or_archived_again() -> Fallibl
     assert_eq!(statuses(&before), [KeyStatus::New, KeyStatus::Installed]);
     // The steel box refuses the same MI4, for this meter or another.
     for m in [&meter, &other] {
-        let r = k
-            .kms
-            .steel_install(k.steel, &s.mi4, m.device, m.public, &m.vouch().unwrap());
+        let r = steel_seal(&k, k.steel, &s.mi4, m);
         assert_eq!(fault(r), Fault::KeyIdNotNew);
     }
     // The same MI6 again: nothing is pending.
@@ -240,9 +218,7 @@ async fn rule04_an_installed_key_is_not_installed_or_archived_again() -> Fallibl
     // A key that went Bad gets no second Bad (nor Installed) record either.
     let mut bad = SoftMeter::new(3);
     let (mi3, mi4, bad_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k
-        .kms
-        .steel_install(k.steel, &mi4, bad.device, bad.public, &bad.vouch().unwrap())?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &bad)?;
     let mi7 = steel_report(&k, k.steel, &bad.install_other_key(&mi5))?;
     let (mi9, _) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     assert_eq!(mi9.peek::<ArchiveInstalled>()?.status, KeyStatus::Bad);
@@ -448,13 +424,7 @@ async fn rule06_archive_records_signed_by_the_wrong_process_are_refused() -> Fal
     let ve = d("VE");
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let (mi9, _) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     // USPS's MI9 for the same meter, to lend its (USPS brass) signature.
@@ -558,13 +528,7 @@ async fn rule06_records_of_unknown_domains_or_kinds_are_refused() -> Fallible {
     // Records the archive does not keep.
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let (mi9, mi10) = brass_confirm(&k, &mi3, &mi7, k.kms.time())?;
     let directory = k.kms.archive().directories().await?[0].clone();
@@ -610,13 +574,7 @@ async fn rule07_the_archive_refuses_a_record_not_after_the_key_last() -> Fallibl
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, key_id) = generate(&k, &ve, k.steel).await?;
     let new = history(&k, &ve, key_id).await[0].clone();
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     // Brass will not sign an MI9 dated before the records it checks (the
     // archive's own rule is shown with admit below).
@@ -752,13 +710,7 @@ async fn rule07_brass_refuses_a_time_before_the_records_it_checks() -> Fallible 
     let ve = d("VE");
     let mut meter = SoftMeter::new(1);
     let (mi3, mi4, _) = generate(&k, &ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     let mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     let before = mi7.peek::<KeyInstalled>()?.time - 1;
     assert_eq!(
@@ -947,13 +899,7 @@ async fn rule09_requests_for_domains_outside_a_box_configuration_are_refused() -
     // A USPS install record for a steel box that serves VE only.
     let (_, usps_mi4, _) = generate(&k, &d("USPS"), steel2).await?;
     let meter = SoftMeter::new(1);
-    let r = k.kms.steel_install(
-        steel2,
-        &usps_mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    );
+    let r = steel_seal(&k, steel2, &usps_mi4, &meter);
     assert_eq!(fault(r), Fault::UnknownDomain);
     // The boxes still do their own domains' work.
     let done = install(&k, &mut SoftMeter::new(2), &ve).await?;
@@ -983,21 +929,9 @@ async fn rule09_installation_records_do_not_cross_domains() -> Fallible {
         &meter.vouch().unwrap(),
     );
     assert_eq!(fault(r), Fault::BadSignature);
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &ve_mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &ve_mi4, &meter)?;
     let ve_mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &us_mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &us_mi4, &meter)?;
     let us_mi7 = steel_report(&k, k.steel, &meter.install(&mi5))?;
     // VE's MI3 with USPS's MI7, and the other way round.
     for (mi3, mi7) in [(&ve_mi3, &us_mi7), (&us_mi3, &ve_mi7)] {
@@ -1416,13 +1350,7 @@ async fn rule11_a_meter_holding_another_key_is_bad_and_never_verifies() -> Falli
     let (ve, usps) = (d("VE"), d("USPS"));
     let mut meter = SoftMeter::new(1);
     let mi4 = k.kms.request_key(&ve, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(&k, k.steel, &mi4, &meter)?;
     let mi6 = meter.install_other_key(&mi5);
     let done = k.kms.finish_install(k.steel, &mi6).await?;
     assert_eq!(done.status, KeyStatus::Bad);

@@ -96,6 +96,22 @@ impl SoftMeter {
     }
 }
 
+/// MI4' → MI5: steel seals the key in `mi4` to `meter` (vouched for).
+pub fn steel_seal(
+    k: &SetUp<MemArchive>,
+    steel: BoxId,
+    mi4: &Signed,
+    meter: &SoftMeter,
+) -> Result<postvault_kms::message::MeterInstall, KmsError> {
+    k.kms.steel_install(
+        steel,
+        mi4,
+        meter.device,
+        meter.public,
+        &meter.vouch().unwrap(),
+    )
+}
+
 /// Installs a key of `domain` into `meter` through oak, steel and brass.
 pub async fn install(
     k: &SetUp<MemArchive>,
@@ -103,13 +119,7 @@ pub async fn install(
     domain: &DomainId,
 ) -> Fallible<Installed> {
     let mi4 = k.kms.request_key(domain, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(k, k.steel, &mi4, meter)?;
     let mi6 = meter.install(&mi5);
     Ok(k.kms.finish_install(k.steel, &mi6).await?)
 }
@@ -204,13 +214,7 @@ pub async fn install_steps(
     domain: &DomainId,
 ) -> Fallible<Steps> {
     let (mi3, mi4, key_id) = generate(k, domain, k.steel).await?;
-    let mi5 = k.kms.steel_install(
-        k.steel,
-        &mi4,
-        meter.device,
-        meter.public,
-        &meter.vouch().unwrap(),
-    )?;
+    let mi5 = steel_seal(k, k.steel, &mi4, meter)?;
     let mi6 = meter.install(&mi5);
     let mi7 = steel_report(k, k.steel, &mi6)?;
     let (mi9, mi10) = brass_confirm(k, &mi3, &mi7, k.kms.time())?;
