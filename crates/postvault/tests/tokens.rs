@@ -128,6 +128,15 @@ fn printed_tokens_verify_by_brass_and_tin_and_fail_when_altered_or_obsolete() {
         assert!(checked > 300, "only {checked} flips parsed");
         read_back.push(ind);
     }
+    // Text that is not an indicium's fields is a bad request, nothing more.
+    for garbage in ["", "version: 1", &"x".repeat(5000)] {
+        match rt.block_on(conn.verify_tokens(garbage)) {
+            Err(postvault_client::ClientError::Api { status: 400, error }) => {
+                assert_eq!(error.code, "bad_request");
+            }
+            other => panic!("{garbage:.20}: {other:?}"),
+        }
+    }
     // The redated indicium carries new tokens for its new date.
     assert_eq!(
         verdicts(&rt, &conn, redated.data()),

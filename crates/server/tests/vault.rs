@@ -553,3 +553,123 @@ async fn a_torn_audit_log_is_mended_from_the_module_journal_at_power_on() {
     );
     host.shutdown().unwrap();
 }
+
+/// A domain master key sealed by "steel" to the module's vendor key for one
+/// meter, domain, key id and role (message MI5).
+fn sealed_key(
+    f: &Fixture,
+    key: &Secret32,
+    domain: &str,
+    key_id: u64,
+    device: DeviceId,
+    role: u8,
+) -> Vec<u8> {
+    hpke::seal(
+        &hpke::PublicKey(f.card.registration_hpke),
+        postvault_indicium::token::INSTALL_INFO,
+        &postvault_indicium::token::install_aad(domain, key_id, device.to_bytes(), role),
+        key.expose(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_domain_master_key_is_installed_once_and_only_for_its_meter() {
+    use postvault_indicium::token;
+    use postvault_module::psd::DomainRole::{Postal, Vendor};
+    let f = fixture();
+    let store = SqliteStore::open(&f.data).await.unwrap();
+    let v = Vault::open(store, &f.modules).await.unwrap();
+    let device = DeviceId::new(*b"PV", 42).unwrap();
+    v.generate_meter(&f.parties.ca, device, 42, f.parties.validity, today())
+        .await
+        .unwrap();
+    fn refused<T: std::fmt::Debug>(r: Result<T, VaultError>, check: PsdCheck) {
+        match r {
+            Err(VaultError::Module(ModuleError::PsdCheck(c))) => assert_eq!(c, check),
+            other => panic!("expected {check:?}, got {other:?}"),
+        }
+    }
+    let (kv, kp) = (Secret32::generate().unwrap(), Secret32::generate().unwrap());
+    // MI5 → MI6: the meter's test tokens are the key's.
+    let tokens = v
+        .install_domain_key(
+            device,
+            Vendor,
+            "VE",
+            1,
+            sealed_key(&f, &kv, "VE", 1, device, 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(tokens, token::test_tokens(&kv, "VE").unwrap());
+    // Once per role, and never the same key again.
+    refused(
+        v.install_domain_key(
+            device,
+            Vendor,
+            "VE",
+            2,
+            sealed_key(&f, &kv, "VE", 2, device, 1),
+        )
+        .await,
+        PsdCheck::DomainKeyInstalled,
+    );
+    // A key sealed for another meter, key id, domain or role does not open.
+    let other = DeviceId::new(*b"PV", 43).unwrap();
+    for sealed in [
+        sealed_key(&f, &kp, "USPS", 1, other, 2),
+        sealed_key(&f, &kp, "USPS", 2, device, 2),
+        sealed_key(&f, &kp, "UKRM", 1, device, 2),
+        sealed_key(&f, &kp, "USPS", 1, device, 1),
+        vec![0; 80],
+    ] {
+        refused(
+            v.install_domain_key(device, Postal, "USPS", 1, sealed)
+                .await,
+            PsdCheck::DomainKey,
+        );
+    }
+    v.install_domain_key(
+        device,
+        Postal,
+        "USPS",
+        1,
+        sealed_key(&f, &kp, "USPS", 1, device, 2),
+    )
+    .await
+    .unwrap();
+    // MR1: a registration token under each key; the same facts again give
+    // the same reports; another country is refused.
+    let (reports, date) = v.register_domain_keys(device, "N42", "US").await.unwrap();
+    let facts = token::RegistrationFacts {
+        device,
+        indicia_number: "N42".into(),
+        country: "US".into(),
+        date: Date::from_days(date),
+    };
+    assert_eq!(reports.len(), 2);
+    for (_, domain, _, t) in &reports {
+        let k = if domain == "VE" { &kv } else { &kp };
+        assert_eq!(*t, token::registration_token(k, domain, &facts).unwrap());
+    }
+    assert_eq!(
+        v.register_domain_keys(device, "N42", "US").await.unwrap(),
+        (reports, date)
+    );
+    refused(
+        v.register_domain_keys(device, "N42", "GB").await,
+        PsdCheck::KeysRegistered,
+    );
+    refused(
+        v.install_domain_key(
+            device,
+            Postal,
+            "USPS",
+            3,
+            sealed_key(&f, &kp, "USPS", 3, device, 2),
+        )
+        .await,
+        PsdCheck::DomainKeyInstalled,
+    );
+}
