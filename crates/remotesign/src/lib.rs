@@ -8,7 +8,7 @@
 //! - the device holds KEK1 and KCAR, sealed under a key derived from its PIN
 //!   (Argon2id), with a one-way PIN check value; PIN change needs no server;
 //! - the server holds KCAR, the current random number RNx and the private
-//!   key sealed under V(RNx) = HKDF(KEK1, RNx), all sealed under its own
+//!   key sealed under V(RNx) = HMAC(KEK1, RNx), all sealed under its own
 //!   storage key (the module's master key in the vault);
 //! - to sign, the server hands out RNx and a fresh RN(x+1); the device
 //!   returns V(RNx) and V(RN(x+1)) sealed under a key derived from KCAR and
@@ -74,25 +74,22 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Resul
     }
 }
 
-const SALT: &[u8] = b"postvault remotesign v1";
-
-/// V(RN) = HKDF(KEK1, RN): the key-encrypting key variant for one random number.
+/// V(RN) = HMAC-SHA-256(KEK1, label ‖ RN): the key-encrypting key variant for
+/// one random number. A keyed PRF (HKDF-Expand of a uniform key, one block),
+/// so a PKCS#11 token can compute it with CKM_SHA256_HMAC without KEK1 ever
+/// leaving it.
 fn variant(kek1: &postvault_crypto::Secret32, rn: &[u8; 32]) -> Result<postvault_crypto::Secret32> {
-    Ok(postvault_crypto::kdf::derive_secret32(
-        SALT,
-        kek1.expose(),
-        &[b"kek1 variant", rn],
-    )?)
+    Ok(postvault_crypto::Secret32::from_bytes(
+        postvault_crypto::mac::hmac_sha256(kek1, &[b"postvault remotesign variant v1", rn]),
+    ))
 }
 
-/// The transport key bound to one message: HKDF(KCAR, H(message)).
+/// The transport key bound to one message: HMAC-SHA-256(KCAR, label ‖ H(message)).
 fn transport(
     kcar: &postvault_crypto::Secret32,
     hash: &[u8; 32],
 ) -> Result<postvault_crypto::Secret32> {
-    Ok(postvault_crypto::kdf::derive_secret32(
-        SALT,
-        kcar.expose(),
-        &[b"message binding", hash],
-    )?)
+    Ok(postvault_crypto::Secret32::from_bytes(
+        postvault_crypto::mac::hmac_sha256(kcar, &[b"postvault remotesign message v1", hash]),
+    ))
 }
