@@ -13,6 +13,7 @@ mod meter;
 mod postal;
 mod quickstart;
 mod serve;
+mod sign;
 mod vault;
 mod verify;
 
@@ -89,6 +90,10 @@ enum Top {
     /// The provider's commands on a local vault: authorise customers and approve purchases.
     #[command(subcommand)]
     Provider(ProviderCmd),
+    /// Remote signing (seed 003): a person's private key kept by a signing
+    /// node only encrypted, each signature approved on their device file.
+    #[command(subcommand)]
+    Sign(SignCmd),
     /// The key management system of a local vault (stopped): domains, secure
     /// boxes, meters' keys, tin-box token keys, and the seed's whole story (`demo`).
     #[command(subcommand)]
@@ -152,6 +157,79 @@ struct VerifyArgs {
     /// `postvault kms token-keys` writes).
     #[arg(long)]
     token_keys: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SignCmd {
+    /// Enrol a person on a signing node and write their device file.
+    Init {
+        /// The node's directory (made on first use).
+        #[arg(long)]
+        node: PathBuf,
+        /// The person's id.
+        #[arg(long)]
+        id: String,
+        /// Where to write the device file.
+        #[arg(long)]
+        device: PathBuf,
+        /// A file holding the new PIN (else $POSTVAULT_PIN or a line on stdin).
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+    },
+    /// Sign one message: approved on the device, signed by the node.
+    Sign {
+        /// The node's directory.
+        #[arg(long)]
+        node: PathBuf,
+        /// The device file.
+        #[arg(long)]
+        device: PathBuf,
+        /// The message to sign.
+        #[arg(long)]
+        message: PathBuf,
+        /// Where to write the signature (hex).
+        #[arg(long)]
+        out: PathBuf,
+        /// A file holding the PIN.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+    },
+    /// Change the device's PIN (no server needed).
+    ChangePin {
+        /// The device file.
+        #[arg(long)]
+        device: PathBuf,
+        /// A file holding the current PIN.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+        /// A file holding the new PIN (else $POSTVAULT_NEW_PIN or stdin).
+        #[arg(long)]
+        new_pin_file: Option<PathBuf>,
+    },
+    /// Revoke a person on a node: delete their record there.
+    Revoke {
+        /// The node's directory.
+        #[arg(long)]
+        node: PathBuf,
+        /// The person's id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Copy a person's key to another node in a signing session.
+    Replicate {
+        /// The node that has the person's record.
+        #[arg(long)]
+        node: PathBuf,
+        /// The other node's directory.
+        #[arg(long)]
+        to: PathBuf,
+        /// The device file.
+        #[arg(long)]
+        device: PathBuf,
+        /// A file holding the PIN.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1078,6 +1156,44 @@ fn provider_cmd(cmd: ProviderCmd) -> Result<(), CliError> {
     Ok(())
 }
 
+fn sign_cmd(cmd: SignCmd) -> Result<(), CliError> {
+    let line = match cmd {
+        SignCmd::Init {
+            node,
+            id,
+            device,
+            pin_file,
+        } => sign::init(
+            &node,
+            &id,
+            &device,
+            pin_file.as_deref(),
+            meter::CUSTOMER_KDF,
+        )?,
+        SignCmd::Sign {
+            node,
+            device,
+            message,
+            out,
+            pin_file,
+        } => sign::sign(&node, &device, &message, &out, pin_file.as_deref())?,
+        SignCmd::ChangePin {
+            device,
+            pin_file,
+            new_pin_file,
+        } => sign::change_pin(&device, pin_file.as_deref(), new_pin_file.as_deref())?,
+        SignCmd::Revoke { node, id } => sign::revoke(&node, &id)?,
+        SignCmd::Replicate {
+            node,
+            to,
+            device,
+            pin_file,
+        } => sign::replicate(&node, &to, &device, pin_file.as_deref())?,
+    };
+    println!("{line}");
+    Ok(())
+}
+
 fn kms_cmd(cmd: KmsCmd) -> Result<(), CliError> {
     let lines = match cmd {
         KmsCmd::Status { data_dir } => kms::status(&data_dir)?,
@@ -1194,6 +1310,7 @@ fn main() -> ExitCode {
         Top::Meter(c) => meter_cmd(c),
         Top::Provider(c) => provider_cmd(c),
         Top::Kms(c) => kms_cmd(c),
+        Top::Sign(c) => sign_cmd(c),
         Top::Verify(a) => verify::verify(&verify::VerifyOptions {
             image: &a.image,
             ca: &a.ca,

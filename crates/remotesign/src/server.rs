@@ -83,6 +83,24 @@ pub struct Record {
     sealed: Vec<u8>,
 }
 
+impl Record {
+    /// The record as stored.
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        encode(self)
+    }
+
+    /// Parses a stored record.
+    ///
+    /// # Errors
+    /// [`RemoteSignError::Malformed`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        decode(b, "record")
+    }
+}
+
 /// Another node's copy of a record, sealed to that node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {

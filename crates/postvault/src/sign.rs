@@ -1,0 +1,290 @@
+//! `postvault sign …`: remote signing (seed 003) between a device file and a
+//! signing node in a directory. A node directory holds its keys (`node.key`:
+//! the storage key that stands for a module's master key, and the key
+//! replicas are sealed to; development only, 0600) and one record per person
+//! (`records/ID.record`). The PIN comes from `--pin-file`, `$POSTVAULT_PIN`
+//! or a line on standard input.
+
+use std::path::{Path, PathBuf};
+
+use postvault_crypto::password::Argon2Params;
+use postvault_crypto::{Secret32, hpke};
+use postvault_remotesign::device::DeviceFile;
+use postvault_remotesign::server::{Node, Record, Replica};
+use zeroize::Zeroizing;
+
+use crate::error::CliError;
+
+fn rs(e: postvault_remotesign::RemoteSignError) -> CliError {
+    CliError::Check(format!("remote signing: {e}"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| CliError::io(d, &e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| CliError::io(&tmp, &e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::io(&tmp, &e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CliError::io(path, &e))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::io(path, &e))
+}
+
+/// Reads the PIN.
+fn read_pin(file: Option<&Path>, env: &str, prompt: &str) -> Result<Zeroizing<String>, CliError> {
+    if let Some(f) = file {
+        let text = Zeroizing::new(std::fs::read_to_string(f).map_err(|e| CliError::io(f, &e))?);
+        return Ok(Zeroizing::new(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        ));
+    }
+    if let Ok(p) = std::env::var(env) {
+        return Ok(Zeroizing::new(p));
+    }
+    eprint!("{prompt}: ");
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::io(Path::new("stdin"), &e))?;
+    let p = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if p.is_empty() {
+        return Err(CliError::Input(format!("no {prompt} given")));
+    }
+    Ok(p)
+}
+
+/// The PIN of the command, from `--pin-file` or `$POSTVAULT_PIN` or stdin.
+pub fn pin(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
+    read_pin(file, "POSTVAULT_PIN", "PIN")
+}
+
+fn node_key(dir: &Path) -> PathBuf {
+    dir.join("node.key")
+}
+
+fn record_path(dir: &Path, id: &str) -> Result<PathBuf, CliError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(CliError::Input(
+            "--id: 1-64 letters, digits, '-' or '_'".into(),
+        ));
+    }
+    Ok(dir.join("records").join(format!("{id}.record")))
+}
+
+/// Opens (making on first use) the node in `dir`.
+fn open_node(dir: &Path) -> Result<Node, CliError> {
+    let path = node_key(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let storage = Secret32::generate()?;
+            let (receive, _) = hpke::PrivateKey::generate()?;
+            let b =
+                Zeroizing::new([storage.expose().as_slice(), receive.secret().expose()].concat());
+            write_private(&path, &b)?;
+            b
+        }
+        Err(e) => return Err(CliError::io(&path, &e)),
+    };
+    let (s, r) = bytes
+        .split_at_checked(32)
+        .ok_or_else(|| CliError::Input(format!("{}: not a node key file", path.display())))?;
+    Ok(Node::new(
+        Secret32::from_slice(s)?,
+        hpke::PrivateKey::from_secret(Secret32::from_slice(r)?)?,
+    ))
+}
+
+fn load_record(dir: &Path, id: &str) -> Result<Record, CliError> {
+    let path = record_path(dir, id)?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            rs(postvault_remotesign::RemoteSignError::Revoked(
+                id.to_owned(),
+            ))
+        } else {
+            CliError::io(&path, &e)
+        }
+    })?;
+    Record::from_bytes(&bytes)
+        .map_err(|_| CliError::Input(format!("{}: not a record", path.display())))
+}
+
+fn save_record(dir: &Path, r: &Record) -> Result<(), CliError> {
+    let bytes = r.to_bytes().map_err(rs)?;
+    write_private(&record_path(dir, &r.id)?, &bytes)
+}
+
+/// `sign init`: enrols a person on the node and writes their device file.
+///
+/// # Errors
+/// An existing record or device file; I/O.
+pub fn init(
+    node_dir: &Path,
+    id: &str,
+    device: &Path,
+    pin_file: Option<&Path>,
+    kdf: Argon2Params,
+) -> Result<String, CliError> {
+    if record_path(node_dir, id)?.exists() || device.exists() {
+        return Err(CliError::Input(format!(
+            "{id} is enrolled on this node already, or {} exists",
+            device.display()
+        )));
+    }
+    let pin = pin(pin_file)?;
+    let node = open_node(node_dir)?;
+    let (record, issued) = node.enrol(id).map_err(rs)?;
+    let file = DeviceFile::new(&issued, pin.as_bytes(), kdf).map_err(rs)?;
+    write_private(device, &file.to_bytes().map_err(rs)?)?;
+    save_record(node_dir, &record)?;
+    Ok(format!(
+        "{id} enrolled: the private key is stored only sealed under the device's key-encrypting keys; public key {} (device file {})",
+        hex::encode(&record.public_key.1),
+        device.display()
+    ))
+}
+
+/// `sign sign`: one message, approved on the device, signed by the node.
+///
+/// # Errors
+/// A wrong PIN, a revoked person, a refusal.
+pub fn sign(
+    node_dir: &Path,
+    device: &Path,
+    message: &Path,
+    out: &Path,
+    pin_file: Option<&Path>,
+) -> Result<String, CliError> {
+    let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
+    let node = open_node(node_dir)?;
+    let record = load_record(node_dir, &file.id)?;
+    let msg = read(message)?;
+    let (record, challenge) = node.challenge(&record, 0).map_err(rs)?;
+    save_record(node_dir, &record)?;
+    let pin = pin(pin_file)?;
+    let approved = file.approve(pin.as_bytes(), &msg, &challenge);
+    // The wrong-PIN count is kept whatever happened.
+    write_private(device, &file.to_bytes().map_err(rs)?)?;
+    let request = approved.map_err(rs)?;
+    let (next, sig, _) = node.sign(&record, &request, &msg, &[]).map_err(rs)?;
+    save_record(node_dir, &next)?;
+    std::fs::write(out, hex::encode(sig.as_bytes())).map_err(|e| CliError::io(out, &e))?;
+    Ok(format!(
+        "{}: {} signed ({} bytes); signature in {}; the key is re-sealed for the next message",
+        file.id,
+        message.display(),
+        msg.len(),
+        out.display()
+    ))
+}
+
+/// `sign change-pin`: on the device alone.
+///
+/// # Errors
+/// A wrong old PIN.
+pub fn change_pin(
+    device: &Path,
+    pin_file: Option<&Path>,
+    new_pin_file: Option<&Path>,
+) -> Result<String, CliError> {
+    let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
+    let old = pin(pin_file)?;
+    let new = read_pin(new_pin_file, "POSTVAULT_NEW_PIN", "new PIN")?;
+    let changed = file.change_pin(old.as_bytes(), new.as_bytes());
+    write_private(device, &file.to_bytes().map_err(rs)?)?;
+    changed.map_err(rs)?;
+    Ok(format!(
+        "{}: PIN changed on the device; the server was not needed",
+        file.id
+    ))
+}
+
+/// `sign revoke`: deletes the person's record on this node.
+///
+/// # Errors
+/// No such record.
+pub fn revoke(node_dir: &Path, id: &str) -> Result<String, CliError> {
+    let path = record_path(node_dir, id)?;
+    std::fs::remove_file(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            rs(postvault_remotesign::RemoteSignError::Revoked(
+                id.to_owned(),
+            ))
+        } else {
+            CliError::io(&path, &e)
+        }
+    })?;
+    Ok(format!(
+        "{id} revoked on {}: nothing signs for them here any more",
+        node_dir.display()
+    ))
+}
+
+/// `sign replicate`: a signing session on `node_dir` (the device approves a
+/// replication statement) makes a copy for the node in `to`, which then
+/// signs on its own.
+///
+/// # Errors
+/// A wrong PIN, a revoked person, an existing record on `to`.
+pub fn replicate(
+    node_dir: &Path,
+    to: &Path,
+    device: &Path,
+    pin_file: Option<&Path>,
+) -> Result<String, CliError> {
+    let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
+    if record_path(to, &file.id)?.exists() {
+        return Err(CliError::Input(format!(
+            "{} has a record on {} already",
+            file.id,
+            to.display()
+        )));
+    }
+    let node = open_node(node_dir)?;
+    let target = open_node(to)?;
+    let record = load_record(node_dir, &file.id)?;
+    let statement = format!("replicate {}'s signing key to {}", file.id, to.display()).into_bytes();
+    let (record, challenge) = node.challenge(&record, 1).map_err(rs)?;
+    save_record(node_dir, &record)?;
+    let pin = pin(pin_file)?;
+    let approved = file.approve(pin.as_bytes(), &statement, &challenge);
+    write_private(device, &file.to_bytes().map_err(rs)?)?;
+    let request = approved.map_err(rs)?;
+    let (next, _, replicas) = node
+        .sign(
+            &record,
+            &request,
+            &statement,
+            &[target.replica_key().map_err(rs)?],
+        )
+        .map_err(rs)?;
+    save_record(node_dir, &next)?;
+    let replica: &Replica = replicas
+        .first()
+        .ok_or_else(|| CliError::Check("no replica was made".into()))?;
+    save_record(to, &target.import(replica).map_err(rs)?)?;
+    Ok(format!(
+        "{}: a copy sealed to {} with its own random number; it signs on its own from now on",
+        file.id,
+        to.display()
+    ))
+}
