@@ -159,6 +159,36 @@ struct VerifyArgs {
     token_keys: Option<PathBuf>,
 }
 
+/// A PKCS#11 token as the device.
+#[derive(Args)]
+struct TokenArgs {
+    /// The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long)]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+fn device_of<'a>(
+    device: Option<&'a Path>,
+    token: &'a TokenArgs,
+    id: Option<&'a str>,
+) -> Result<sign::Device<'a>, CliError> {
+    match (
+        device,
+        token.pkcs11_module.as_deref(),
+        token.token.as_deref(),
+        id,
+    ) {
+        (Some(f), None, None, _) => Ok(sign::Device::File(f)),
+        (None, Some(m), Some(t), Some(id)) => Ok(sign::Device::Token(m, t, id)),
+        _ => Err(CliError::Input(
+            "give --device FILE, or --pkcs11-module PATH --token LABEL --id ID".into(),
+        )),
+    }
+}
+
 #[derive(Subcommand)]
 enum SignCmd {
     /// Enrol a person on a signing node and write their device file.
@@ -169,10 +199,12 @@ enum SignCmd {
         /// The person's id.
         #[arg(long)]
         id: String,
-        /// Where to write the device file.
+        /// Where to write the device file (or use --pkcs11-module and --token).
         #[arg(long)]
-        device: PathBuf,
-        /// A file holding the new PIN (else $POSTVAULT_PIN or a line on stdin).
+        device: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// A file holding the new PIN, or the token's user PIN (else $POSTVAULT_PIN or a line on stdin).
         #[arg(long)]
         pin_file: Option<PathBuf>,
     },
@@ -181,9 +213,14 @@ enum SignCmd {
         /// The node's directory.
         #[arg(long)]
         node: PathBuf,
-        /// The device file.
+        /// The device file (or use --pkcs11-module, --token and --id).
         #[arg(long)]
-        device: PathBuf,
+        device: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// The person (with a token).
+        #[arg(long)]
+        id: Option<String>,
         /// The message to sign.
         #[arg(long)]
         message: PathBuf,
@@ -223,9 +260,14 @@ enum SignCmd {
         /// The other node's directory.
         #[arg(long)]
         to: PathBuf,
-        /// The device file.
+        /// The device file (or use --pkcs11-module, --token and --id).
         #[arg(long)]
-        device: PathBuf,
+        device: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// The person (with a token).
+        #[arg(long)]
+        id: Option<String>,
         /// A file holding the PIN.
         #[arg(long)]
         pin_file: Option<PathBuf>,
@@ -1162,21 +1204,34 @@ fn sign_cmd(cmd: SignCmd) -> Result<(), CliError> {
             node,
             id,
             device,
+            token,
             pin_file,
-        } => sign::init(
-            &node,
-            &id,
-            &device,
-            pin_file.as_deref(),
-            meter::CUSTOMER_KDF,
-        )?,
+        } => match (device, token.pkcs11_module, token.token) {
+            (Some(d), None, None) => {
+                sign::init(&node, &id, &d, pin_file.as_deref(), meter::CUSTOMER_KDF)?
+            }
+            (None, Some(m), Some(t)) => sign::init_token(&node, &id, &m, &t, pin_file.as_deref())?,
+            _ => {
+                return Err(CliError::Input(
+                    "give --device FILE, or --pkcs11-module PATH --token LABEL".into(),
+                ));
+            }
+        },
         SignCmd::Sign {
             node,
             device,
+            token,
+            id,
             message,
             out,
             pin_file,
-        } => sign::sign(&node, &device, &message, &out, pin_file.as_deref())?,
+        } => sign::sign(
+            &node,
+            &device_of(device.as_deref(), &token, id.as_deref())?,
+            &message,
+            &out,
+            pin_file.as_deref(),
+        )?,
         SignCmd::ChangePin {
             device,
             pin_file,
@@ -1187,8 +1242,15 @@ fn sign_cmd(cmd: SignCmd) -> Result<(), CliError> {
             node,
             to,
             device,
+            token,
+            id,
             pin_file,
-        } => sign::replicate(&node, &to, &device, pin_file.as_deref())?,
+        } => sign::replicate(
+            &node,
+            &to,
+            &device_of(device.as_deref(), &token, id.as_deref())?,
+            pin_file.as_deref(),
+        )?,
     };
     println!("{line}");
     Ok(())

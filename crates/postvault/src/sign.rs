@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use postvault_crypto::password::Argon2Params;
 use postvault_crypto::{Secret32, hpke};
 use postvault_remotesign::device::DeviceFile;
-use postvault_remotesign::server::{Node, Record, Replica};
+use postvault_remotesign::server::{Challenge, Node, Record, Replica, SignRequest};
+use postvault_remotesign::token::TokenDevice;
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
@@ -133,6 +134,74 @@ fn save_record(dir: &Path, r: &Record) -> Result<(), CliError> {
     write_private(&record_path(dir, &r.id)?, &bytes)
 }
 
+/// Where a person's key-encrypting keys are: a device file, or a PKCS#11 token.
+pub enum Device<'a> {
+    /// A PIN-protected device file.
+    File(&'a Path),
+    /// A PKCS#11 token: the module's path, the token's label, the person's id.
+    Token(&'a Path, &'a str, &'a str),
+}
+
+impl Device<'_> {
+    /// The person.
+    fn id(&self) -> Result<String, CliError> {
+        match self {
+            Device::File(p) => Ok(DeviceFile::from_bytes(&read(p)?).map_err(rs)?.id),
+            Device::Token(_, _, id) => Ok((*id).to_owned()),
+        }
+    }
+
+    /// Approves `message` (a device file keeps its wrong-PIN count whatever happens).
+    fn approve(
+        &self,
+        pin_file: Option<&Path>,
+        message: &[u8],
+        challenge: &Challenge,
+    ) -> Result<SignRequest, CliError> {
+        let pin = pin(pin_file)?;
+        match self {
+            Device::File(path) => {
+                let mut file = DeviceFile::from_bytes(&read(path)?).map_err(rs)?;
+                let approved = file.approve(pin.as_bytes(), message, challenge);
+                write_private(path, &file.to_bytes().map_err(rs)?)?;
+                approved.map_err(rs)
+            }
+            Device::Token(module, token, id) => TokenDevice::open(module, token, id)
+                .and_then(|t| t.approve(pin.as_bytes(), message, challenge))
+                .map_err(rs),
+        }
+    }
+}
+
+/// `sign init` with a PKCS#11 token: the key-encrypting keys go into the
+/// token (sensitive, never extractable) under its user PIN.
+///
+/// # Errors
+/// An existing record; the token's refusal.
+pub fn init_token(
+    node_dir: &Path,
+    id: &str,
+    module: &Path,
+    token: &str,
+    pin_file: Option<&Path>,
+) -> Result<String, CliError> {
+    if record_path(node_dir, id)?.exists() {
+        return Err(CliError::Input(format!(
+            "{id} is enrolled on this node already"
+        )));
+    }
+    let pin = pin(pin_file)?;
+    let device = TokenDevice::open(module, token, id).map_err(rs)?;
+    let node = open_node(node_dir)?;
+    let (record, issued) = node.enrol(id).map_err(rs)?;
+    device.install(pin.as_bytes(), &issued).map_err(rs)?;
+    save_record(node_dir, &record)?;
+    Ok(format!(
+        "{id} enrolled with PKCS#11 token '{token}': its key-encrypting keys live in the token only; public key {}",
+        hex::encode(&record.public_key.1)
+    ))
+}
+
 /// `sign init`: enrols a person on the node and writes their device file.
 ///
 /// # Errors
@@ -169,28 +238,23 @@ pub fn init(
 /// A wrong PIN, a revoked person, a refusal.
 pub fn sign(
     node_dir: &Path,
-    device: &Path,
+    device: &Device<'_>,
     message: &Path,
     out: &Path,
     pin_file: Option<&Path>,
 ) -> Result<String, CliError> {
-    let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
+    let id = device.id()?;
     let node = open_node(node_dir)?;
-    let record = load_record(node_dir, &file.id)?;
+    let record = load_record(node_dir, &id)?;
     let msg = read(message)?;
     let (record, challenge) = node.challenge(&record, 0).map_err(rs)?;
     save_record(node_dir, &record)?;
-    let pin = pin(pin_file)?;
-    let approved = file.approve(pin.as_bytes(), &msg, &challenge);
-    // The wrong-PIN count is kept whatever happened.
-    write_private(device, &file.to_bytes().map_err(rs)?)?;
-    let request = approved.map_err(rs)?;
+    let request = device.approve(pin_file, &msg, &challenge)?;
     let (next, sig, _) = node.sign(&record, &request, &msg, &[]).map_err(rs)?;
     save_record(node_dir, &next)?;
     std::fs::write(out, hex::encode(sig.as_bytes())).map_err(|e| CliError::io(out, &e))?;
     Ok(format!(
-        "{}: {} signed ({} bytes); signature in {}; the key is re-sealed for the next message",
-        file.id,
+        "{id}: {} signed ({} bytes); signature in {}; the key is re-sealed for the next message",
         message.display(),
         msg.len(),
         out.display()
@@ -248,27 +312,23 @@ pub fn revoke(node_dir: &Path, id: &str) -> Result<String, CliError> {
 pub fn replicate(
     node_dir: &Path,
     to: &Path,
-    device: &Path,
+    device: &Device<'_>,
     pin_file: Option<&Path>,
 ) -> Result<String, CliError> {
-    let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
-    if record_path(to, &file.id)?.exists() {
+    let id = device.id()?;
+    if record_path(to, &id)?.exists() {
         return Err(CliError::Input(format!(
-            "{} has a record on {} already",
-            file.id,
+            "{id} has a record on {} already",
             to.display()
         )));
     }
     let node = open_node(node_dir)?;
     let target = open_node(to)?;
-    let record = load_record(node_dir, &file.id)?;
-    let statement = format!("replicate {}'s signing key to {}", file.id, to.display()).into_bytes();
+    let record = load_record(node_dir, &id)?;
+    let statement = format!("replicate {id}'s signing key to {}", to.display()).into_bytes();
     let (record, challenge) = node.challenge(&record, 1).map_err(rs)?;
     save_record(node_dir, &record)?;
-    let pin = pin(pin_file)?;
-    let approved = file.approve(pin.as_bytes(), &statement, &challenge);
-    write_private(device, &file.to_bytes().map_err(rs)?)?;
-    let request = approved.map_err(rs)?;
+    let request = device.approve(pin_file, &statement, &challenge)?;
     let (next, _, replicas) = node
         .sign(
             &record,
@@ -283,8 +343,7 @@ pub fn replicate(
         .ok_or_else(|| CliError::Check("no replica was made".into()))?;
     save_record(to, &target.import(replica).map_err(rs)?)?;
     Ok(format!(
-        "{}: a copy sealed to {} with its own random number; it signs on its own from now on",
-        file.id,
+        "{id}: a copy sealed to {} with its own random number; it signs on its own from now on",
         to.display()
     ))
 }

@@ -136,3 +136,100 @@ fn an_officer_signs_changes_pin_replicates_and_is_revoked() {
     assert!(!o.status.success());
     assert!(text(&o).contains("locked"), "{}", text(&o));
 }
+
+#[test]
+fn a_pkcs11_token_is_the_device_through_the_binary() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !std::path::Path::new(MODULE).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM2 must be installed in CI"
+        );
+        eprintln!("SoftHSM2 is not installed here: the PKCS#11 test did not run");
+        return;
+    }
+    let label = format!("pv-cli-{}", std::process::id());
+    let init = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--so-pin",
+            "87654321",
+            "--pin",
+            "13572468",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    struct Delete(String);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("softhsm2-util")
+                .args(["--delete-token", "--token", &self.0])
+                .output();
+        }
+    }
+    let _delete = Delete(label.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(p("pin"), "13572468").unwrap();
+    std::fs::write(p("bad"), "00000000").unwrap();
+    std::fs::write(p("msg"), b"authorise customer alice").unwrap();
+    let o = postvault(&[
+        "sign",
+        "init",
+        "--node",
+        &p("n"),
+        "--id",
+        "officer",
+        "--pkcs11-module",
+        MODULE,
+        "--token",
+        &label,
+        "--pin-file",
+        &p("pin"),
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("live in the token only"), "{out}");
+    let public = hex::decode(out.split("public key ").nth(1).unwrap().trim()).unwrap();
+    let sign = |pin: &str| {
+        postvault(&[
+            "sign",
+            "sign",
+            "--node",
+            &p("n"),
+            "--pkcs11-module",
+            MODULE,
+            "--token",
+            &label,
+            "--id",
+            "officer",
+            "--message",
+            &p("msg"),
+            "--out",
+            &p("sig"),
+            "--pin-file",
+            &p(pin),
+        ])
+    };
+    let o = sign("bad");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("wrong PIN"), "{}", text(&o));
+    let o = sign("pin");
+    assert!(o.status.success(), "{}", text(&o));
+    let sig = hex::decode(std::fs::read_to_string(p("sig")).unwrap()).unwrap();
+    PublicKey::from_bytes(SigAlg::EcdsaP256Sha256, &public)
+        .unwrap()
+        .verify(
+            b"authorise customer alice",
+            &Signature::from_bytes(SigAlg::EcdsaP256Sha256, &sig).unwrap(),
+        )
+        .unwrap();
+}

@@ -8,7 +8,7 @@
 //! re-seals the secrets and needs no server.
 
 use postvault_crypto::password::{Argon2Params, derive_key};
-use postvault_crypto::{Secret32, aead, hash, rand};
+use postvault_crypto::{Secret32, aead, rand};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -171,19 +171,12 @@ impl DeviceFile {
             });
         }
         let (kek1, kcar) = self.open(pin)?;
-        let h = hash::sha256(&[message]);
-        let mut plain = Zeroizing::new(Vec::with_capacity(32 * (2 + challenge.replicas.len())));
-        for rn in [&challenge.current, &challenge.next]
-            .into_iter()
-            .chain(challenge.replicas.iter())
-        {
-            plain.extend_from_slice(variant(&kek1, rn)?.expose());
-        }
-        let sealed = aead::seal(&transport(&kcar, &h)?, &challenge.aad(), &plain)?;
-        Ok(SignRequest {
-            id: self.id.clone(),
-            counter: challenge.counter,
-            sealed,
-        })
+        crate::approve_with(
+            &self.id,
+            message,
+            challenge,
+            |rn| variant(&kek1, rn),
+            |h| transport(&kcar, h),
+        )
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod device;
 pub mod server;
+pub mod token;
 
 /// What can go wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,13 +75,16 @@ fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &'static str) -> Resul
     }
 }
 
+const VARIANT_LABEL: &[u8] = b"postvault remotesign variant v1";
+const MESSAGE_LABEL: &[u8] = b"postvault remotesign message v1";
+
 /// V(RN) = HMAC-SHA-256(KEK1, label ‖ RN): the key-encrypting key variant for
 /// one random number. A keyed PRF (HKDF-Expand of a uniform key, one block),
-/// so a PKCS#11 token can compute it with CKM_SHA256_HMAC without KEK1 ever
-/// leaving it.
+/// so a PKCS#11 token computes it with CKM_SHA256_HMAC without KEK1 ever
+/// leaving it ([`variant_input`] is what it MACs).
 fn variant(kek1: &postvault_crypto::Secret32, rn: &[u8; 32]) -> Result<postvault_crypto::Secret32> {
     Ok(postvault_crypto::Secret32::from_bytes(
-        postvault_crypto::mac::hmac_sha256(kek1, &[b"postvault remotesign variant v1", rn]),
+        postvault_crypto::mac::hmac_sha256(kek1, &[&variant_input(rn)]),
     ))
 }
 
@@ -90,6 +94,46 @@ fn transport(
     hash: &[u8; 32],
 ) -> Result<postvault_crypto::Secret32> {
     Ok(postvault_crypto::Secret32::from_bytes(
-        postvault_crypto::mac::hmac_sha256(kcar, &[b"postvault remotesign message v1", hash]),
+        postvault_crypto::mac::hmac_sha256(kcar, &[&transport_input(hash)]),
     ))
+}
+
+fn variant_input(rn: &[u8; 32]) -> Vec<u8> {
+    [VARIANT_LABEL, rn].concat()
+}
+
+fn transport_input(hash: &[u8; 32]) -> Vec<u8> {
+    [MESSAGE_LABEL, hash].concat()
+}
+
+/// A device's answer to a challenge, whatever computes the keyed
+/// derivations: `v` gives V(RN) under KEK1, `t` the transport key under
+/// KCAR for the message's hash.
+fn approve_with(
+    id: &str,
+    message: &[u8],
+    challenge: &server::Challenge,
+    mut v: impl FnMut(&[u8; 32]) -> Result<postvault_crypto::Secret32>,
+    t: impl FnOnce(&[u8; 32]) -> Result<postvault_crypto::Secret32>,
+) -> Result<server::SignRequest> {
+    if challenge.id != id {
+        return Err(RemoteSignError::Stale {
+            what: "the challenge is for another person",
+        });
+    }
+    let h = postvault_crypto::hash::sha256(&[message]);
+    let mut plain =
+        zeroize::Zeroizing::new(Vec::with_capacity(32 * (2 + challenge.replicas.len())));
+    for rn in [&challenge.current, &challenge.next]
+        .into_iter()
+        .chain(challenge.replicas.iter())
+    {
+        plain.extend_from_slice(v(rn)?.expose());
+    }
+    let sealed = postvault_crypto::aead::seal(&t(&h)?, &challenge.aad(), &plain)?;
+    Ok(server::SignRequest {
+        id: id.to_owned(),
+        counter: challenge.counter,
+        sealed,
+    })
 }
