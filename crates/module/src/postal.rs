@@ -108,12 +108,23 @@ impl SignedOrder {
     /// # Errors
     /// [`Error::Crypto`]; [`Error::Malformed`].
     pub fn sign(order: ProviderOrder, key: &SigningKey) -> Result<Self> {
-        let bytes = codec::encode(&order)?;
-        let signature = key.sign(&[ORDER_LABEL, &bytes].concat())?;
-        Ok(Self {
-            order,
-            signature: signature.as_bytes().to_vec(),
-        })
+        let signature = key.sign(&Self::signing_bytes(&order)?)?;
+        Ok(Self::from_parts(order, signature.as_bytes().to_vec()))
+    }
+
+    /// What the provider's key signs for `order` (for a key held elsewhere,
+    /// such as a remotely held one).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`].
+    pub fn signing_bytes(order: &ProviderOrder) -> Result<Vec<u8>> {
+        Ok([ORDER_LABEL, &codec::encode(order)?].concat())
+    }
+
+    /// An order and the provider's signature over [`SignedOrder::signing_bytes`].
+    #[must_use]
+    pub fn from_parts(order: ProviderOrder, signature: Vec<u8>) -> Self {
+        Self { order, signature }
     }
 
     fn verify(&self, card: &CryptoCard) -> Result<()> {

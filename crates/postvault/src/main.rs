@@ -678,6 +678,50 @@ enum MeterCmd {
     },
 }
 
+/// The provider officer's device: every order is approved on it (remote
+/// signing). Without these, the development device beside the vault.
+#[derive(Args)]
+struct OfficerArgs {
+    /// The officer's device file.
+    #[arg(long)]
+    device: Option<PathBuf>,
+    /// A PKCS#11 module holding the officer's token.
+    #[arg(long)]
+    pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long)]
+    token: Option<String>,
+    /// A file holding the PIN (else $POSTVAULT_PIN or a line on stdin).
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+}
+
+impl OfficerArgs {
+    fn apply(self) -> Result<(), CliError> {
+        let id = serve::PROVIDER_ID.to_owned();
+        let device = match (self.device, self.pkcs11_module, self.token) {
+            (None, None, None) => {
+                if let Some(pin) = self.pin_file {
+                    return Err(CliError::Input(format!(
+                        "--pin-file {} needs --device or --pkcs11-module and --token",
+                        pin.display()
+                    )));
+                }
+                return Ok(());
+            }
+            (Some(f), None, None) => sign::DeviceSpec::File(f),
+            (None, Some(m), Some(t)) => sign::DeviceSpec::Token(m, t, id),
+            _ => {
+                return Err(CliError::Input(
+                    "give --device FILE, or --pkcs11-module PATH and --token LABEL".into(),
+                ));
+            }
+        };
+        serve::use_provider_device(device, self.pin_file);
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum ProviderCmd {
     /// Purchases waiting for a download.
@@ -691,6 +735,8 @@ enum ProviderCmd {
         /// The vault's directory.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
         /// Only this meter (e.g. PV00000042).
         #[arg(long)]
         meter: Option<String>,
@@ -701,6 +747,8 @@ enum ProviderCmd {
         /// The vault's directory.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
         /// The meter number (e.g. PV00000042).
         #[arg(long)]
         meter: String,
@@ -710,6 +758,8 @@ enum ProviderCmd {
         /// The vault's directory.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        officer: OfficerArgs,
         /// The customer id.
         #[arg(long)]
         customer: String,
@@ -1181,13 +1231,30 @@ fn quickstart_cmd(dir: &Path, serve_after: bool) -> Result<(), CliError> {
 fn provider_cmd(cmd: ProviderCmd) -> Result<(), CliError> {
     let lines = match cmd {
         ProviderCmd::Pending { data_dir } => serve::provider_pending(&data_dir)?,
-        ProviderCmd::Approve { data_dir, meter } => {
+        ProviderCmd::Approve {
+            data_dir,
+            officer,
+            meter,
+        } => {
+            officer.apply()?;
             serve::provider_approve(&data_dir, meter.as_deref())?
         }
-        ProviderCmd::Authorize { data_dir, customer } => {
+        ProviderCmd::Authorize {
+            data_dir,
+            officer,
+            customer,
+        } => {
+            officer.apply()?;
             vec![serve::provider_authorize(&data_dir, &customer)?]
         }
-        ProviderCmd::Withdraw { data_dir, meter } => kms::withdraw(&data_dir, &meter)?,
+        ProviderCmd::Withdraw {
+            data_dir,
+            officer,
+            meter,
+        } => {
+            officer.apply()?;
+            kms::withdraw(&data_dir, &meter)?
+        }
     };
     if lines.is_empty() {
         println!("nothing pending");

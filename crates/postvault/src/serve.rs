@@ -54,7 +54,7 @@ pub fn init_vault(
         return Err(CliError::Input("a pool needs at least one module".into()));
     }
     say(
-        "WARNING: development vault: the custodians' passphrases, the CA key and the provider key are written to disk",
+        "WARNING: development vault: the custodians' passphrases, the CA key and the provider officer's device PIN are written to disk",
     );
     let work = data.path().join("ceremony");
     let postal = data.path().join("postal");
@@ -79,7 +79,19 @@ pub fn init_vault(
     let now = crate::vault::with_module(master, |h| Ok(h.status()?.time))?;
     let today = Date::from_unix_seconds(i64::try_from(now).unwrap_or(i64::MAX))?;
     let parties = PostalParties::generate(today)?;
-    let settings = parties.settings(Money::from_tenths(5_000_000));
+    let mut settings = parties.settings(Money::from_tenths(5_000_000));
+    // The provider's order-signing key is held by the vault's signing node,
+    // sealed under the provider officer's device (seed 003): its public half
+    // goes on the crypto-card.
+    let provider_pin = hex::encode(postvault_crypto::rand::bytes::<8>()?);
+    settings.provider_key = crate::sign::enrol_file(
+        &data.signing_node(),
+        PROVIDER_ID,
+        &data.provider_device(),
+        &provider_pin,
+        crate::meter::CUSTOMER_KDF,
+    )?;
+    write_private(&data.provider_pin(), provider_pin.as_bytes())?;
     let (tokens, card) = initialize_crypto_card(master, &so, settings.clone(), None)?;
     for clone in clones {
         let (_, public) =
@@ -97,7 +109,12 @@ pub fn init_vault(
     std::fs::write(data.ca_certificate(), parties.ca.certificate().to_pem())
         .map_err(|e| CliError::io(&data.ca_certificate(), &e))?;
     write_private(&data.ca_key(), parties.ca.key_to_pkcs8_pem()?.as_bytes())?;
-    write_private(&data.provider_key(), parties.provider.to_pkcs8()?.expose())?;
+    say(&format!(
+        "the provider's order-signing key is held only sealed by the signing node in {}; each order is approved on the provider officer's device {} (its PIN in {}: development only)",
+        data.signing_node().display(),
+        data.provider_device().display(),
+        data.provider_pin().display()
+    ));
     say(&format!(
         "the registration signing key, for customers to pin (meter register --vault-key): {}",
         hex::encode(&card.registration_signing.1)
@@ -174,6 +191,47 @@ pub async fn open_service(
     open_locked(data, config_file, auto_approve).await
 }
 
+/// The provider officer's id on the vault's signing node.
+pub const PROVIDER_ID: &str = "provider";
+
+/// The device the provider's orders are approved on, if the command line
+/// named one (`provider … --device` or `--pkcs11-module`); else the
+/// development device beside the vault.
+static PROVIDER_DEVICE: std::sync::Mutex<Option<(crate::sign::DeviceSpec, Option<PathBuf>)>> =
+    std::sync::Mutex::new(None);
+
+/// Names the provider officer's device (and PIN file) for the services this
+/// process opens.
+pub fn use_provider_device(device: crate::sign::DeviceSpec, pin_file: Option<PathBuf>) {
+    if let Ok(mut d) = PROVIDER_DEVICE.lock() {
+        *d = Some((device, pin_file));
+    }
+}
+
+/// The provider's order signer: through the signing node and the officer's
+/// device, or, for a vault made before remote signing, its key file.
+fn provider_signer(data: &DataDir) -> Result<postvault_server::service::OrderSigner, CliError> {
+    if crate::sign::enrolled(&data.signing_node(), PROVIDER_ID) {
+        let named = PROVIDER_DEVICE.lock().ok().and_then(|d| d.clone());
+        let (device, pin_file) = named.unwrap_or_else(|| {
+            let pin = data.provider_pin();
+            (
+                crate::sign::DeviceSpec::File(data.provider_device()),
+                pin.exists().then_some(pin),
+            )
+        });
+        return Ok(crate::sign::remote_signer(
+            data.signing_node(),
+            device,
+            pin_file,
+        ));
+    }
+    let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);
+    Ok(postvault_server::service::local_signer(
+        SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &provider_der)?,
+    ))
+}
+
 async fn open_locked(
     data: &DataDir,
     config_file: Option<&Path>,
@@ -199,8 +257,7 @@ async fn open_locked(
         Certificate::from_pem(&ca_pem)?,
         PostalCa::key_from_pkcs8_pem(&key_pem)?,
     )?;
-    let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);
-    let provider = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, &provider_der)?;
+    let provider = provider_signer(data)?;
     let (card, _) = vault
         .vendor_key()
         .await

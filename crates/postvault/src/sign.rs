@@ -154,11 +154,10 @@ impl Device<'_> {
     /// Approves `message` (a device file keeps its wrong-PIN count whatever happens).
     fn approve(
         &self,
-        pin_file: Option<&Path>,
+        pin: &str,
         message: &[u8],
         challenge: &Challenge,
     ) -> Result<SignRequest, CliError> {
-        let pin = pin(pin_file)?;
         match self {
             Device::File(path) => {
                 let mut file = DeviceFile::from_bytes(&read(path)?).map_err(rs)?;
@@ -202,6 +201,38 @@ pub fn init_token(
     ))
 }
 
+/// Enrols `id` on the node in `node_dir` with a device file at `device`
+/// under `pin`; returns the public key (algorithm id, bytes).
+///
+/// # Errors
+/// An existing record or device file; I/O.
+pub fn enrol_file(
+    node_dir: &Path,
+    id: &str,
+    device: &Path,
+    pin: &str,
+    kdf: Argon2Params,
+) -> Result<(u8, Vec<u8>), CliError> {
+    if record_path(node_dir, id)?.exists() || device.exists() {
+        return Err(CliError::Input(format!(
+            "{id} is enrolled on this node already, or {} exists",
+            device.display()
+        )));
+    }
+    let node = open_node(node_dir)?;
+    let (record, issued) = node.enrol(id).map_err(rs)?;
+    let file = DeviceFile::new(&issued, pin.as_bytes(), kdf).map_err(rs)?;
+    write_private(device, &file.to_bytes().map_err(rs)?)?;
+    save_record(node_dir, &record)?;
+    Ok(record.public_key)
+}
+
+/// Whether `id` has a record on the node in `node_dir`.
+#[must_use]
+pub fn enrolled(node_dir: &Path, id: &str) -> bool {
+    record_path(node_dir, id).is_ok_and(|p| p.exists())
+}
+
 /// `sign init`: enrols a person on the node and writes their device file.
 ///
 /// # Errors
@@ -213,23 +244,78 @@ pub fn init(
     pin_file: Option<&Path>,
     kdf: Argon2Params,
 ) -> Result<String, CliError> {
-    if record_path(node_dir, id)?.exists() || device.exists() {
-        return Err(CliError::Input(format!(
-            "{id} is enrolled on this node already, or {} exists",
-            device.display()
-        )));
-    }
     let pin = pin(pin_file)?;
-    let node = open_node(node_dir)?;
-    let (record, issued) = node.enrol(id).map_err(rs)?;
-    let file = DeviceFile::new(&issued, pin.as_bytes(), kdf).map_err(rs)?;
-    write_private(device, &file.to_bytes().map_err(rs)?)?;
-    save_record(node_dir, &record)?;
+    let public = enrol_file(node_dir, id, device, &pin, kdf)?;
     Ok(format!(
         "{id} enrolled: the private key is stored only sealed under the device's key-encrypting keys; public key {} (device file {})",
-        hex::encode(&record.public_key.1),
+        hex::encode(&public.1),
         device.display()
     ))
+}
+
+/// One signature through the whole protocol: the node's challenge, the
+/// device's approval of `msg`, the node's signature (its record moved on).
+///
+/// # Errors
+/// A wrong PIN, a revoked person, a refusal.
+pub fn sign_bytes(
+    node_dir: &Path,
+    device: &Device<'_>,
+    pin: &str,
+    msg: &[u8],
+) -> Result<Vec<u8>, CliError> {
+    let id = device.id()?;
+    let node = open_node(node_dir)?;
+    let record = load_record(node_dir, &id)?;
+    let (record, challenge) = node.challenge(&record, 0).map_err(rs)?;
+    save_record(node_dir, &record)?;
+    let request = device.approve(pin, msg, &challenge)?;
+    let (next, sig, _) = node.sign(&record, &request, msg, &[]).map_err(rs)?;
+    save_record(node_dir, &next)?;
+    Ok(sig.as_bytes().to_vec())
+}
+
+/// A device owned rather than borrowed, for a signer that outlives the command line.
+#[derive(Clone, Debug)]
+pub enum DeviceSpec {
+    /// A device file.
+    File(PathBuf),
+    /// A PKCS#11 module, token label and person.
+    Token(PathBuf, String, String),
+}
+
+impl DeviceSpec {
+    fn as_device(&self) -> Device<'_> {
+        match self {
+            DeviceSpec::File(p) => Device::File(p),
+            DeviceSpec::Token(m, t, id) => Device::Token(m, t, id),
+        }
+    }
+}
+
+/// The provider's order signer over a node and a device: each order is
+/// approved on the device and signed by the node, one at a time. The PIN is
+/// read (from `pin_file`, `$POSTVAULT_PIN` or standard input) at the first
+/// order and kept while it works.
+#[must_use]
+pub fn remote_signer(
+    node_dir: PathBuf,
+    device: DeviceSpec,
+    pin_file: Option<PathBuf>,
+) -> postvault_server::service::OrderSigner {
+    let cached: std::sync::Mutex<Option<Zeroizing<String>>> = std::sync::Mutex::new(None);
+    Box::new(move |m| {
+        let mut cached = cached
+            .lock()
+            .map_err(|_| "the signer's lock is poisoned".to_owned())?;
+        let pin = match cached.take() {
+            Some(p) => p,
+            None => pin(pin_file.as_deref()).map_err(|e| e.to_string())?,
+        };
+        let sig = sign_bytes(&node_dir, &device.as_device(), &pin, m).map_err(|e| e.to_string())?;
+        *cached = Some(pin);
+        Ok(sig)
+    })
 }
 
 /// `sign sign`: one message, approved on the device, signed by the node.
@@ -244,15 +330,10 @@ pub fn sign(
     pin_file: Option<&Path>,
 ) -> Result<String, CliError> {
     let id = device.id()?;
-    let node = open_node(node_dir)?;
-    let record = load_record(node_dir, &id)?;
     let msg = read(message)?;
-    let (record, challenge) = node.challenge(&record, 0).map_err(rs)?;
-    save_record(node_dir, &record)?;
-    let request = device.approve(pin_file, &msg, &challenge)?;
-    let (next, sig, _) = node.sign(&record, &request, &msg, &[]).map_err(rs)?;
-    save_record(node_dir, &next)?;
-    std::fs::write(out, hex::encode(sig.as_bytes())).map_err(|e| CliError::io(out, &e))?;
+    let pin = pin(pin_file)?;
+    let sig = sign_bytes(node_dir, device, &pin, &msg)?;
+    std::fs::write(out, hex::encode(sig)).map_err(|e| CliError::io(out, &e))?;
     Ok(format!(
         "{id}: {} signed ({} bytes); signature in {}; the key is re-sealed for the next message",
         message.display(),
@@ -328,7 +409,8 @@ pub fn replicate(
     let statement = format!("replicate {id}'s signing key to {}", to.display()).into_bytes();
     let (record, challenge) = node.challenge(&record, 1).map_err(rs)?;
     save_record(node_dir, &record)?;
-    let request = device.approve(pin_file, &statement, &challenge)?;
+    let pin = pin(pin_file)?;
+    let request = device.approve(&pin, &statement, &challenge)?;
     let (next, _, replicas) = node
         .sign(
             &record,

@@ -479,7 +479,42 @@ fn without_auto_approval_the_provider_licenses_and_downloads_on_the_stopped_vaul
         String::from_utf8_lossy(&o.stdout).trim(),
         format!("{meter_number} {purchase} $20.000")
     );
-    let o = provider(&v, "authorize", &["--customer", "bob"]);
+    // The provider's key is held by the signing node, sealed: no key file;
+    // each order is approved on the officer's device, and a wrong PIN
+    // approves nothing.
+    assert!(!v.join("postal/provider.key").exists());
+    assert!(v.join("remotesign/records/provider.record").exists());
+    std::fs::write(v.join("bad.pin"), "0000").unwrap();
+    let device = v.join("postal/provider.device");
+    let device = device.to_str().unwrap();
+    let bad = v.join("bad.pin");
+    let o = provider(
+        &v,
+        "authorize",
+        &[
+            "--customer",
+            "bob",
+            "--device",
+            device,
+            "--pin-file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("wrong PIN"), "{}", text(&o));
+    let pin = v.join("postal/provider.pin");
+    let o = provider(
+        &v,
+        "authorize",
+        &[
+            "--customer",
+            "bob",
+            "--device",
+            device,
+            "--pin-file",
+            pin.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("bob: meter {meter_number} licensed (Leased)")),

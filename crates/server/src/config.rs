@@ -6,7 +6,9 @@
 //! DIR/modules/NAME/       one directory per module of the pool
 //! DIR/postal/ca.pem       the postal CA certificate
 //! DIR/postal/ca-key.pem   the CA's key (development vaults only; 0600)
-//! DIR/postal/provider.key the provider's order-signing key, PKCS#8 (development; 0600)
+//! DIR/postal/provider.key the provider's order-signing key, PKCS#8 (vaults made before remote signing)
+//! DIR/remotesign/         the signing node: the provider's key, sealed under the officer's device's keys
+//! DIR/postal/provider.device, provider.pin  the officer's device file and PIN (development only; 0600)
 //! DIR/kms/kms.json        the key management system: its boxes and domains
 //! DIR/kms/boxes/ID.box    each secure box's state, sealed under its operation combination
 //! DIR/kms/shares/ID.share its operation shares (development vaults only; 0600)
@@ -218,6 +220,24 @@ impl DataDir {
     #[must_use]
     pub fn provider_key(&self) -> PathBuf {
         self.0.join("postal").join("provider.key")
+    }
+
+    /// The remote-signing node that keeps the provider's private key sealed.
+    #[must_use]
+    pub fn signing_node(&self) -> PathBuf {
+        self.0.join("remotesign")
+    }
+
+    /// The provider officer's device file (development vaults).
+    #[must_use]
+    pub fn provider_device(&self) -> PathBuf {
+        self.0.join("postal").join("provider.device")
+    }
+
+    /// The provider officer's PIN (development vaults only).
+    #[must_use]
+    pub fn provider_pin(&self) -> PathBuf {
+        self.0.join("postal").join("provider.pin")
     }
 
     /// The auditor's bearer token (development vaults).

@@ -106,11 +106,26 @@ fn purchase_view(p: &PurchaseRow) -> Purchase {
     }
 }
 
+/// Signs what the provider's key signs (an order's signing bytes) and
+/// returns the signature: a key held remotely, approved on the provider
+/// officer's device, or (for older vaults) a key in a file.
+pub type OrderSigner = Box<dyn Fn(&[u8]) -> core::result::Result<Vec<u8>, String> + Send + Sync>;
+
+/// An [`OrderSigner`] over a key in memory.
+#[must_use]
+pub fn local_signer(key: SigningKey) -> OrderSigner {
+    Box::new(move |m| {
+        key.sign(m)
+            .map(|s| s.as_bytes().to_vec())
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// The service: a vault, its CA and provider, and its configuration.
 pub struct Service<S: Store> {
     vault: Vault<S>,
     ca: PostalCa,
-    provider: SigningKey,
+    provider: OrderSigner,
     config: VaultConfig,
     vendor: (postvault_module::cryptocard::CardPublic, (u8, Vec<u8>)),
     audit_alarm: std::sync::Mutex<Option<String>>,
@@ -129,7 +144,7 @@ impl<S: Store> Service<S> {
     pub async fn new(
         vault: Vault<S>,
         ca: PostalCa,
-        provider: SigningKey,
+        provider: OrderSigner,
         config: VaultConfig,
         kms: VaultKms<S>,
     ) -> Result<Self> {
@@ -630,15 +645,15 @@ impl<S: Store> Service<S> {
             let package = postvault_module::psd::PsdPackage::decode(&row.package)
                 .map_err(VaultError::Module)?;
             let body = package.peek().map_err(VaultError::Module)?;
-            let order = SignedOrder::sign(
-                ProviderOrder {
-                    device_id: device.to_bytes(),
-                    package_mac: package.mac,
-                    action: action(&body),
-                },
-                &self.provider,
-            )
-            .map_err(VaultError::Module)?;
+            let order = ProviderOrder {
+                device_id: device.to_bytes(),
+                package_mac: package.mac,
+                action: action(&body),
+            };
+            let bytes = SignedOrder::signing_bytes(&order).map_err(VaultError::Module)?;
+            let signature = (self.provider)(&bytes)
+                .map_err(|e| ServiceError::BadRequest(format!("the provider's signature: {e}")))?;
+            let order = SignedOrder::from_parts(order, signature);
             match self.vault.provider_for(device, order, purchase).await {
                 Err(VaultError::Module(postvault_module::Error::PsdCheck(
                     postvault_module::PsdCheck::OrderPackage,
