@@ -118,11 +118,14 @@ pub struct Node {
     receive: hpke::PrivateKey,
 }
 
-fn record_aad(id: &str, counter: u64) -> Vec<u8> {
+fn record_aad(id: &str, counter: u64, public_key: &(u8, Vec<u8>)) -> Vec<u8> {
     [
         b"postvault remotesign record v1".as_slice(),
+        &u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes(),
         id.as_bytes(),
         &counter.to_be_bytes(),
+        &[public_key.0],
+        &public_key.1,
     ]
     .concat()
 }
@@ -159,12 +162,13 @@ impl Node {
         inner: &Inner,
     ) -> Result<Record> {
         let plain = Zeroizing::new(encode(inner)?);
+        let sealed = aead::seal(&self.storage, &record_aad(id, counter, &public_key), &plain)?;
         Ok(Record {
             version: RECORD_VERSION,
             id: id.to_owned(),
             counter,
             public_key,
-            sealed: aead::seal(&self.storage, &record_aad(id, counter), &plain)?,
+            sealed,
         })
     }
 
@@ -176,7 +180,7 @@ impl Node {
         }
         let plain = aead::open(
             &self.storage,
-            &record_aad(&record.id, record.counter),
+            &record_aad(&record.id, record.counter, &record.public_key),
             &record.sealed,
         )
         .map_err(|_| RemoteSignError::Malformed {
@@ -313,6 +317,11 @@ impl Node {
         let pkcs8 = aead::open(v_now, &key_aad(&record.id, record.counter), &inner.sk)
             .map_err(|_| RemoteSignError::NotAuthorised)?;
         let sk = SigningKey::from_pkcs8(SigAlg::EcdsaP256Sha256, pkcs8.expose())?;
+        // The seed's one-way check of the recovered private key: its public
+        // half (a one-way function of it) must be the enrolled one.
+        if sk.public_key().as_bytes() != record.public_key.1.as_slice() {
+            return Err(RemoteSignError::NotAuthorised);
+        }
         let signature = sk.sign(message)?;
         let counter = record.counter.saturating_add(1);
         let next_inner = Inner {

@@ -245,3 +245,17 @@ fn a_replica_signs_on_its_own_and_revocation_on_one_node_spares_the_other() {
         "B's record means nothing to A"
     );
 }
+
+#[test]
+fn a_record_claiming_another_public_key_signs_nothing() {
+    let n = node();
+    let (record, mut device, _, _) = enrol(&n);
+    let (other, _) = n.enrol("someone-else").unwrap();
+    // The stored record's public key swapped for another person's: the
+    // record no longer opens, so nothing is signed under a false name.
+    let mut swapped = record.clone();
+    swapped.public_key = other.public_key.clone();
+    assert!(n.challenge(&swapped, 0).is_err());
+    // The honest record still signs, under its own key.
+    sign(&n, &record, &mut device, b"m").unwrap();
+}
