@@ -709,7 +709,16 @@ impl OfficerArgs {
                 }
                 return Ok(());
             }
-            (Some(f), None, None) => sign::DeviceSpec::File(f),
+            (Some(f), None, None) => {
+                let holder = sign::device_id(&f)?;
+                if holder != id {
+                    return Err(CliError::Input(format!(
+                        "{} is {holder}'s device, not the provider officer's",
+                        f.display()
+                    )));
+                }
+                sign::DeviceSpec::File(f)
+            }
             (None, Some(m), Some(t)) => sign::DeviceSpec::Token(m, t, id),
             _ => {
                 return Err(CliError::Input(

@@ -110,7 +110,7 @@ pub fn init_vault(
         .map_err(|e| CliError::io(&data.ca_certificate(), &e))?;
     write_private(&data.ca_key(), parties.ca.key_to_pkcs8_pem()?.as_bytes())?;
     say(&format!(
-        "the provider's order-signing key is held only sealed by the signing node in {}; each order is approved on the provider officer's device {} (its PIN in {}: development only)",
+        "the provider's order-signing key is held sealed by the signing node in {}; each order is approved on the provider officer's device {} (development: its PIN is in {} and the node's storage key beside its records, so this directory alone can recover the key)",
         data.signing_node().display(),
         data.provider_device().display(),
         data.provider_pin().display()
@@ -224,6 +224,11 @@ fn provider_signer(data: &DataDir) -> Result<postvault_server::service::OrderSig
             data.signing_node(),
             device,
             pin_file,
+        ));
+    }
+    if PROVIDER_DEVICE.lock().ok().is_some_and(|d| d.is_some()) {
+        return Err(CliError::Input(
+            "this vault's provider key is a key file (made before remote signing): no device approves its orders".into(),
         ));
     }
     let provider_der = zeroize::Zeroizing::new(read(&data.provider_key())?);

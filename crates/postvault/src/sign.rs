@@ -67,6 +67,18 @@ fn read_pin(file: Option<&Path>, env: &str, prompt: &str) -> Result<Zeroizing<St
     Ok(p)
 }
 
+/// A new PIN must be at least this long.
+const MIN_PIN: usize = 4;
+
+fn check_new_pin(pin: &str) -> Result<(), CliError> {
+    if pin.chars().count() < MIN_PIN {
+        return Err(CliError::Input(format!(
+            "a PIN has at least {MIN_PIN} characters"
+        )));
+    }
+    Ok(())
+}
+
 /// The PIN of the command, from `--pin-file` or `$POSTVAULT_PIN` or stdin.
 pub fn pin(file: Option<&Path>) -> Result<Zeroizing<String>, CliError> {
     read_pin(file, "POSTVAULT_PIN", "PIN")
@@ -227,6 +239,14 @@ pub fn enrol_file(
     Ok(record.public_key)
 }
 
+/// Whose device file this is.
+///
+/// # Errors
+/// An unreadable or malformed file.
+pub fn device_id(path: &Path) -> Result<String, CliError> {
+    Ok(DeviceFile::from_bytes(&read(path)?).map_err(rs)?.id)
+}
+
 /// Whether `id` has a record on the node in `node_dir`.
 #[must_use]
 pub fn enrolled(node_dir: &Path, id: &str) -> bool {
@@ -245,6 +265,7 @@ pub fn init(
     kdf: Argon2Params,
 ) -> Result<String, CliError> {
     let pin = pin(pin_file)?;
+    check_new_pin(&pin)?;
     let public = enrol_file(node_dir, id, device, &pin, kdf)?;
     Ok(format!(
         "{id} enrolled: the private key is stored only sealed under the device's key-encrypting keys; public key {} (device file {})",
@@ -267,10 +288,10 @@ pub fn sign_bytes(
     let id = device.id()?;
     let node = open_node(node_dir)?;
     let record = load_record(node_dir, &id)?;
-    let (record, challenge) = node.challenge(&record, 0).map_err(rs)?;
+    let (record, challenge) = node.challenge(&record, &[]).map_err(rs)?;
     save_record(node_dir, &record)?;
     let request = device.approve(pin, msg, &challenge)?;
-    let (next, sig, _) = node.sign(&record, &request, msg, &[]).map_err(rs)?;
+    let (next, sig, _) = node.sign(&record, &request, msg).map_err(rs)?;
     save_record(node_dir, &next)?;
     Ok(sig.as_bytes().to_vec())
 }
@@ -303,18 +324,34 @@ pub fn remote_signer(
     device: DeviceSpec,
     pin_file: Option<PathBuf>,
 ) -> postvault_server::service::OrderSigner {
-    let cached: std::sync::Mutex<Option<Zeroizing<String>>> = std::sync::Mutex::new(None);
+    // The PIN as last read: good (kept), or refused by the device (then no
+    // later order tries it again: a PIN file or variable that is wrong would
+    // otherwise spend the device's attempts one order at a time).
+    let state: std::sync::Mutex<Result<Option<Zeroizing<String>>, String>> =
+        std::sync::Mutex::new(Ok(None));
     Box::new(move |m| {
-        let mut cached = cached
+        let mut state = state
             .lock()
             .map_err(|_| "the signer's lock is poisoned".to_owned())?;
-        let pin = match cached.take() {
-            Some(p) => p,
-            None => pin(pin_file.as_deref()).map_err(|e| e.to_string())?,
+        let pin = match &mut *state {
+            Err(refused) => return Err(refused.clone()),
+            Ok(cached) => match cached.take() {
+                Some(p) => p,
+                None => pin(pin_file.as_deref()).map_err(|e| e.to_string())?,
+            },
         };
-        let sig = sign_bytes(&node_dir, &device.as_device(), &pin, m).map_err(|e| e.to_string())?;
-        *cached = Some(pin);
-        Ok(sig)
+        match sign_bytes(&node_dir, &device.as_device(), &pin, m) {
+            Ok(sig) => {
+                *state = Ok(Some(pin));
+                Ok(sig)
+            }
+            Err(CliError::Check(e)) if e.contains("wrong PIN") || e.contains("locked") => {
+                let refused = format!("{e}; no further order tries that PIN");
+                *state = Err(refused.clone());
+                Err(refused)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     })
 }
 
@@ -354,6 +391,7 @@ pub fn change_pin(
     let mut file = DeviceFile::from_bytes(&read(device)?).map_err(rs)?;
     let old = pin(pin_file)?;
     let new = read_pin(new_pin_file, "POSTVAULT_NEW_PIN", "new PIN")?;
+    check_new_pin(&new)?;
     let changed = file.change_pin(old.as_bytes(), new.as_bytes());
     write_private(device, &file.to_bytes().map_err(rs)?)?;
     changed.map_err(rs)?;
@@ -407,18 +445,13 @@ pub fn replicate(
     let target = open_node(to)?;
     let record = load_record(node_dir, &id)?;
     let statement = format!("replicate {id}'s signing key to {}", to.display()).into_bytes();
-    let (record, challenge) = node.challenge(&record, 1).map_err(rs)?;
+    let (record, challenge) = node
+        .challenge(&record, &[target.replica_key().map_err(rs)?])
+        .map_err(rs)?;
     save_record(node_dir, &record)?;
     let pin = pin(pin_file)?;
     let request = device.approve(&pin, &statement, &challenge)?;
-    let (next, _, replicas) = node
-        .sign(
-            &record,
-            &request,
-            &statement,
-            &[target.replica_key().map_err(rs)?],
-        )
-        .map_err(rs)?;
+    let (next, _, replicas) = node.sign(&record, &request, &statement).map_err(rs)?;
     save_record(node_dir, &next)?;
     let replica: &Replica = replicas
         .first()

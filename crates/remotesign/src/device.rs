@@ -102,6 +102,15 @@ impl DeviceFile {
                 what: "device file version",
             });
         }
+        // Bounded before Argon2 allocates: at most 1 GiB, 16 passes, 8 lanes.
+        if !(8..=1 << 20).contains(&f.m_cost)
+            || !(1..=16).contains(&f.t_cost)
+            || !(1..=8).contains(&f.p_cost)
+        {
+            return Err(RemoteSignError::Malformed {
+                what: "device file: PIN derivation settings out of range",
+            });
+        }
         Ok(f)
     }
 

@@ -26,6 +26,9 @@ pub struct Challenge {
     pub next: [u8; 32],
     /// A random number per replica node to be made in this session.
     pub replicas: Vec<[u8; 32]>,
+    /// The nodes those replicas go to (their receiving keys): the device
+    /// approves them together with the message.
+    pub replica_keys: Vec<[u8; 32]>,
 }
 
 impl Challenge {
@@ -40,7 +43,7 @@ impl Challenge {
         out.extend_from_slice(&self.counter.to_be_bytes());
         out.extend_from_slice(&self.current);
         out.extend_from_slice(&self.next);
-        for r in &self.replicas {
+        for r in self.replicas.iter().chain(self.replica_keys.iter()) {
             out.extend_from_slice(r);
         }
         out
@@ -65,9 +68,12 @@ struct Inner {
     rn: [u8; 32],
     /// The private key (PKCS#8) under V(rn), bound to the person and counter.
     sk: Vec<u8>,
-    /// The challenge handed out and not yet answered: RN(x+1) and replicas' RNs.
-    pending: Option<([u8; 32], Vec<[u8; 32]>)>,
+    /// The challenge handed out and not yet answered: RN(x+1), the replicas'
+    /// RNs and the keys of the nodes they go to.
+    pending: Option<Pending>,
 }
+
+type Pending = ([u8; 32], Vec<[u8; 32]>, Vec<[u8; 32]>);
 
 /// One person's record on one node, as stored: every secret sealed under
 /// the node's storage key.
@@ -128,6 +134,10 @@ fn record_aad(id: &str, counter: u64, public_key: &(u8, Vec<u8>)) -> Vec<u8> {
         &public_key.1,
     ]
     .concat()
+}
+
+fn replica_aad(id: &str, public_key: &(u8, Vec<u8>)) -> Vec<u8> {
+    record_aad(id, 0, public_key)
 }
 
 fn key_aad(id: &str, counter: u64) -> Vec<u8> {
@@ -232,19 +242,25 @@ impl Node {
     ///
     /// # Errors
     /// A record this node did not seal.
-    pub fn challenge(&self, record: &Record, replicas: usize) -> Result<(Record, Challenge)> {
+    pub fn challenge(
+        &self,
+        record: &Record,
+        replica_to: &[hpke::PublicKey],
+    ) -> Result<(Record, Challenge)> {
         let mut inner = self.open(record)?;
         let next: [u8; 32] = rand::bytes()?;
-        let reps = (0..replicas)
+        let keys: Vec<[u8; 32]> = replica_to.iter().map(|k| k.0).collect();
+        let reps = (0..replica_to.len())
             .map(|_| rand::bytes())
             .collect::<postvault_crypto::Result<Vec<[u8; 32]>>>()?;
-        inner.pending = Some((next, reps.clone()));
+        inner.pending = Some((next, reps.clone(), keys.clone()));
         let challenge = Challenge {
             id: record.id.clone(),
             counter: record.counter,
             current: inner.rn,
             next,
             replicas: reps,
+            replica_keys: keys,
         };
         Ok((
             self.seal(
@@ -271,7 +287,6 @@ impl Node {
         record: &Record,
         request: &SignRequest,
         message: &[u8],
-        replica_to: &[hpke::PublicKey],
     ) -> Result<(Record, Signature, Vec<Replica>)> {
         if request.id != record.id {
             return Err(RemoteSignError::Stale {
@@ -284,20 +299,16 @@ impl Node {
             });
         }
         let inner = self.open(record)?;
-        let (next, reps) = inner.pending.clone().ok_or(RemoteSignError::Stale {
+        let (next, reps, keys) = inner.pending.clone().ok_or(RemoteSignError::Stale {
             what: "no challenge is outstanding",
         })?;
-        if reps.len() != replica_to.len() {
-            return Err(RemoteSignError::Stale {
-                what: "the replicas asked for are not the challenge's",
-            });
-        }
         let challenge = Challenge {
             id: record.id.clone(),
             counter: record.counter,
             current: inner.rn,
             next,
             replicas: reps.clone(),
+            replica_keys: keys.clone(),
         };
         let kcar = Secret32::from_bytes(inner.kcar);
         let h = hash::sha256(&[message]);
@@ -332,7 +343,7 @@ impl Node {
         };
         let new_record = self.seal(&record.id, counter, record.public_key.clone(), &next_inner)?;
         let mut replicas = Vec::new();
-        for ((rn, v), to) in reps.iter().zip(vs.iter().skip(2)).zip(replica_to) {
+        for ((rn, v), to) in reps.iter().zip(vs.iter().skip(2)).zip(&keys) {
             let r = Inner {
                 kcar: inner.kcar,
                 rn: *rn,
@@ -343,7 +354,12 @@ impl Node {
             replicas.push(Replica {
                 id: record.id.clone(),
                 public_key: record.public_key.clone(),
-                sealed: hpke::seal(to, REPLICA_INFO, record.id.as_bytes(), &plain)?,
+                sealed: hpke::seal(
+                    &hpke::PublicKey(*to),
+                    REPLICA_INFO,
+                    &replica_aad(&record.id, &record.public_key),
+                    &plain,
+                )?,
             });
         }
         Ok((new_record, signature, replicas))
@@ -358,7 +374,7 @@ impl Node {
         let plain = hpke::open(
             &self.receive,
             REPLICA_INFO,
-            replica.id.as_bytes(),
+            &replica_aad(&replica.id, &replica.public_key),
             &replica.sealed,
         )
         .map_err(|_| RemoteSignError::Malformed {

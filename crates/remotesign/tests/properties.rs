@@ -42,9 +42,9 @@ fn sign(
     device: &mut DeviceFile,
     msg: &[u8],
 ) -> postvault_remotesign::Result<postvault_remotesign::server::Record> {
-    let (record, challenge) = n.challenge(record, 0)?;
+    let (record, challenge) = n.challenge(record, &[])?;
     let request = device.approve(PIN, msg, &challenge)?;
-    let (next, sig, _) = n.sign(&record, &request, msg, &[])?;
+    let (next, sig, _) = n.sign(&record, &request, msg)?;
     verify(&next.public_key, msg, &sig)?;
     Ok(next)
 }
@@ -78,22 +78,21 @@ fn the_store_and_the_device_hold_no_plaintext_key() {
 fn a_captured_request_signs_no_other_message() {
     let n = node();
     let (record, mut device, _, _) = enrol(&n);
-    let (record, challenge) = n.challenge(&record, 0).unwrap();
+    let (record, challenge) = n.challenge(&record, &[]).unwrap();
     let request = device
         .approve(PIN, b"authorise customer alice", &challenge)
         .unwrap();
-    let r = n.sign(&record, &request, b"authorise customer mallory", &[]);
+    let r = n.sign(&record, &request, b"authorise customer mallory");
     assert_eq!(r.err(), Some(RemoteSignError::NotAuthorised));
     // An altered request does not open either; the honest one still works.
     let mut altered = request.clone();
     altered.sealed[10] ^= 1;
     assert_eq!(
-        n.sign(&record, &altered, b"authorise customer alice", &[])
-            .err(),
+        n.sign(&record, &altered, b"authorise customer alice").err(),
         Some(RemoteSignError::NotAuthorised)
     );
     assert!(
-        n.sign(&record, &request, b"authorise customer alice", &[])
+        n.sign(&record, &request, b"authorise customer alice")
             .is_ok()
     );
 }
@@ -103,21 +102,21 @@ fn a_captured_request_replayed_after_use_fails() {
     let n = node();
     let (record, mut device, _, _) = enrol(&n);
     let msg = b"refund meter PV00000042";
-    let (record, challenge) = n.challenge(&record, 0).unwrap();
+    let (record, challenge) = n.challenge(&record, &[]).unwrap();
     let request = device.approve(PIN, msg, &challenge).unwrap();
-    let (after, _, _) = n.sign(&record, &request, msg, &[]).unwrap();
+    let (after, _, _) = n.sign(&record, &request, msg).unwrap();
     // Replayed as it was: the counter moved on.
     assert!(matches!(
-        n.sign(&after, &request, msg, &[]),
+        n.sign(&after, &request, msg),
         Err(RemoteSignError::Stale { .. })
     ));
     // Replayed into a new session, counter rewritten: RNx moved on, so it
     // does not open.
-    let (after, _) = n.challenge(&after, 0).unwrap();
+    let (after, _) = n.challenge(&after, &[]).unwrap();
     let mut replay = request.clone();
     replay.counter = after.counter;
     assert_eq!(
-        n.sign(&after, &replay, msg, &[]).err(),
+        n.sign(&after, &replay, msg).err(),
         Some(RemoteSignError::NotAuthorised)
     );
     // (Restoring the old record from a backup would make it work again: the
@@ -128,7 +127,7 @@ fn a_captured_request_replayed_after_use_fails() {
 fn a_wrong_pin_fails_on_the_device_and_locks_it() {
     let n = node();
     let (record, mut device, _, _) = enrol(&n);
-    let (_, challenge) = n.challenge(&record, 0).unwrap();
+    let (_, challenge) = n.challenge(&record, &[]).unwrap();
     for i in 1..PIN_LIMIT {
         assert_eq!(
             device.approve(b"0000", b"m", &challenge).err(),
@@ -161,7 +160,7 @@ fn a_stolen_device_file_without_the_pin_is_useless() {
     let stolen = device.to_bytes().unwrap();
     assert!(!contains(&stolen, &kek1) && !contains(&stolen, &kcar));
     let mut thief = DeviceFile::from_bytes(&stolen).unwrap();
-    let (_, challenge) = n.challenge(&record, 0).unwrap();
+    let (_, challenge) = n.challenge(&record, &[]).unwrap();
     for guess in [b"1234".as_slice(), b"0000", b"4711"] {
         assert!(thief.approve(guess, b"download $9999", &challenge).is_err());
     }
@@ -177,13 +176,13 @@ fn the_pin_changes_on_the_device_alone() {
     let n = node();
     let (record, mut device, _, _) = enrol(&n);
     device.change_pin(PIN, b"new-pin-2027").unwrap();
-    let (record, challenge) = n.challenge(&record, 0).unwrap();
+    let (record, challenge) = n.challenge(&record, &[]).unwrap();
     assert!(matches!(
         device.approve(PIN, b"m", &challenge),
         Err(RemoteSignError::WrongPin { .. })
     ));
     let request = device.approve(b"new-pin-2027", b"m", &challenge).unwrap();
-    let (_, sig, _) = n.sign(&record, &request, b"m", &[]).unwrap();
+    let (_, sig, _) = n.sign(&record, &request, b"m").unwrap();
     verify(&record.public_key, b"m", &sig).unwrap();
     assert!(device.change_pin(b"wrong", b"x").is_err());
 }
@@ -207,11 +206,9 @@ fn a_replica_signs_on_its_own_and_revocation_on_one_node_spares_the_other() {
     let (a, b) = (node(), node());
     let (record, mut device, _, _) = enrol(&a);
     // A signing session on A makes B's copy: its own random number and variant.
-    let (record, challenge) = a.challenge(&record, 1).unwrap();
+    let (record, challenge) = a.challenge(&record, &[b.replica_key().unwrap()]).unwrap();
     let request = device.approve(PIN, b"replicate", &challenge).unwrap();
-    let (record_a, _, replicas) = a
-        .sign(&record, &request, b"replicate", &[b.replica_key().unwrap()])
-        .unwrap();
+    let (record_a, _, replicas) = a.sign(&record, &request, b"replicate").unwrap();
     assert_eq!(replicas.len(), 1);
     // A replica for B does not open on A.
     assert!(a.import(&replicas[0]).is_err());
@@ -227,12 +224,9 @@ fn a_replica_signs_on_its_own_and_revocation_on_one_node_spares_the_other() {
         }
     }
     // A's request does not work on B.
-    let (ra, ca) = a.challenge(on_a.get("officer").unwrap(), 0).unwrap();
+    let (ra, ca) = a.challenge(on_a.get("officer").unwrap(), &[]).unwrap();
     let req_a = device.approve(PIN, b"x", &ca).unwrap();
-    assert!(
-        b.sign(on_b.get("officer").unwrap(), &req_a, b"x", &[])
-            .is_err()
-    );
+    assert!(b.sign(on_b.get("officer").unwrap(), &req_a, b"x").is_err());
     on_a.put(ra);
     // Revoked on A: A stops, B goes on; and B's record does not revive A.
     on_a.revoke("officer");
@@ -241,7 +235,7 @@ fn a_replica_signs_on_its_own_and_revocation_on_one_node_spares_the_other() {
     on_b.put(next);
     assert!(on_a.get("officer").is_err());
     assert!(
-        a.challenge(on_b.get("officer").unwrap(), 0).is_err(),
+        a.challenge(on_b.get("officer").unwrap(), &[]).is_err(),
         "B's record means nothing to A"
     );
 }
@@ -255,7 +249,21 @@ fn a_record_claiming_another_public_key_signs_nothing() {
     // record no longer opens, so nothing is signed under a false name.
     let mut swapped = record.clone();
     swapped.public_key = other.public_key.clone();
-    assert!(n.challenge(&swapped, 0).is_err());
+    assert!(n.challenge(&swapped, &[]).is_err());
     // The honest record still signs, under its own key.
     sign(&n, &record, &mut device, b"m").unwrap();
+}
+
+#[test]
+fn a_replica_goes_only_to_the_node_the_device_approved() {
+    let (a, b, c) = (node(), node(), node());
+    let (record, mut device, _, _) = enrol(&a);
+    let (_, for_b) = a.challenge(&record, &[b.replica_key().unwrap()]).unwrap();
+    let approved_for_b = device.approve(PIN, b"replicate", &for_b).unwrap();
+    // The same session re-aimed at C: B's approval does not cover it.
+    let (record, _) = a.challenge(&record, &[c.replica_key().unwrap()]).unwrap();
+    assert_eq!(
+        a.sign(&record, &approved_for_b, b"replicate").err(),
+        Some(RemoteSignError::NotAuthorised)
+    );
 }

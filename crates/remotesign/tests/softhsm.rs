@@ -75,7 +75,7 @@ fn a_softhsm_token_approves_messages_and_keeps_its_keys() {
     assert!(device.install(PIN, &again).is_err());
 
     let msg = b"download $500.000 into PV00000042";
-    let (record, challenge) = node.challenge(&record, 0).unwrap();
+    let (record, challenge) = node.challenge(&record, &[]).unwrap();
     assert_eq!(
         device.approve(b"00000000", msg, &challenge).err(),
         Some(RemoteSignError::WrongPin { failures: 1 })
@@ -83,15 +83,15 @@ fn a_softhsm_token_approves_messages_and_keeps_its_keys() {
     let request = device.approve(PIN, msg, &challenge).unwrap();
     // Bound to the message, and used once.
     assert_eq!(
-        node.sign(&record, &request, b"another", &[]).err(),
+        node.sign(&record, &request, b"another").err(),
         Some(RemoteSignError::NotAuthorised)
     );
-    let (next, sig, _) = node.sign(&record, &request, msg, &[]).unwrap();
+    let (next, sig, _) = node.sign(&record, &request, msg).unwrap();
     verify(&next.public_key, msg, &sig).unwrap();
-    assert!(node.sign(&next, &request, msg, &[]).is_err());
+    assert!(node.sign(&next, &request, msg).is_err());
     // Again with the next random number.
-    let (next, challenge) = node.challenge(&next, 0).unwrap();
+    let (next, challenge) = node.challenge(&next, &[]).unwrap();
     let request = device.approve(PIN, b"second", &challenge).unwrap();
-    let (_, sig, _) = node.sign(&next, &request, b"second", &[]).unwrap();
+    let (_, sig, _) = node.sign(&next, &request, b"second").unwrap();
     verify(&next.public_key, b"second", &sig).unwrap();
 }

@@ -651,8 +651,14 @@ impl<S: Store> Service<S> {
                 action: action(&body),
             };
             let bytes = SignedOrder::signing_bytes(&order).map_err(VaultError::Module)?;
-            let signature = (self.provider)(&bytes)
-                .map_err(|e| ServiceError::BadRequest(format!("the provider's signature: {e}")))?;
+            // An internal error: the operator's command line shows why (a
+            // wrong PIN, a locked device); an HTTP client sees only
+            // "internal error" (see error_code), and the log has the rest.
+            let signature = (self.provider)(&bytes).map_err(|e| {
+                ServiceError::Vault(VaultError::Pool(format!(
+                    "the provider's order could not be signed: {e}"
+                )))
+            })?;
             let order = SignedOrder::from_parts(order, signature);
             match self.vault.provider_for(device, order, purchase).await {
                 Err(VaultError::Module(postvault_module::Error::PsdCheck(
