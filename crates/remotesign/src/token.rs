@@ -151,21 +151,31 @@ impl TokenDevice {
         )
     }
 
-    /// Whether the token lets the key-encrypting keys out (it must not).
+    /// Whether the token would let either key-encrypting key out (it must
+    /// not): extractable, or not sensitive.
     ///
     /// # Errors
-    /// A wrong PIN.
+    /// A wrong PIN; a token that does not answer.
     pub fn keys_extractable(&self, pin: &[u8]) -> Result<bool> {
+        use cryptoki::object::AttributeType;
         let session = self.session(pin)?;
         let mut out = false;
         for which in ["kek1", "kcar"] {
             let key = self.key(&session, which)?;
             let attrs = session
-                .get_attributes(key, &[cryptoki::object::AttributeType::Value])
-                .unwrap_or_default();
-            out |= attrs
-                .iter()
-                .any(|a| matches!(a, Attribute::Value(v) if !v.is_empty()));
+                .get_attributes(key, &[AttributeType::Extractable, AttributeType::Sensitive])
+                .map_err(p11)?;
+            if attrs.len() != 2 {
+                return Err(RemoteSignError::Malformed {
+                    what: "the token does not say whether its keys can leave it",
+                });
+            }
+            out |= attrs.iter().any(|a| {
+                matches!(
+                    a,
+                    Attribute::Extractable(true) | Attribute::Sensitive(false)
+                )
+            });
         }
         Ok(out)
     }
