@@ -34,18 +34,29 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     fs::write(path, bytes).map_err(|e| CliError::io(path, &e))
 }
 
-/// Writes a file only its owner can read (generated passphrases, development keys).
+/// Writes a file only its owner can read (generated passphrases, development
+/// keys, device files, signing records): through a temporary file beside it,
+/// fsynced and renamed, so a crash leaves the old file or the new one.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(d).map_err(|e| CliError::io(d, &e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| CliError::io(path, &e))
+        .open(&tmp)
+        .map_err(|e| CliError::io(&tmp, &e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::io(&tmp, &e))?;
+    fs::rename(&tmp, path).map_err(|e| CliError::io(path, &e))
 }
 
 fn unexpected(r: &Response) -> CliError {

@@ -14,30 +14,11 @@ use postvault_remotesign::server::{Challenge, Node, Record, Replica, SignRequest
 use postvault_remotesign::token::TokenDevice;
 use zeroize::Zeroizing;
 
+use crate::ceremony::write_private;
 use crate::error::CliError;
 
 fn rs(e: postvault_remotesign::RemoteSignError) -> CliError {
     CliError::Check(format!("remote signing: {e}"))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| CliError::io(d, &e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| CliError::io(&tmp, &e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| CliError::io(&tmp, &e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CliError::io(path, &e))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CliError> {

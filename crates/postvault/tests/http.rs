@@ -487,34 +487,25 @@ fn without_auto_approval_the_provider_licenses_and_downloads_on_the_stopped_vaul
     std::fs::write(v.join("bad.pin"), "0000").unwrap();
     let device = v.join("postal/provider.device");
     let device = device.to_str().unwrap();
-    let bad = v.join("bad.pin");
-    let o = provider(
-        &v,
-        "authorize",
-        &[
-            "--customer",
-            "bob",
-            "--device",
-            device,
-            "--pin-file",
-            bad.to_str().unwrap(),
-        ],
-    );
+    let authorize_with = |pin: &str| {
+        let pin = v.join(pin);
+        provider(
+            &v,
+            "authorize",
+            &[
+                "--customer",
+                "bob",
+                "--device",
+                device,
+                "--pin-file",
+                pin.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = authorize_with("bad.pin");
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("wrong PIN"), "{}", text(&o));
-    let pin = v.join("postal/provider.pin");
-    let o = provider(
-        &v,
-        "authorize",
-        &[
-            "--customer",
-            "bob",
-            "--device",
-            device,
-            "--pin-file",
-            pin.to_str().unwrap(),
-        ],
-    );
+    let o = authorize_with("postal/provider.pin");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("bob: meter {meter_number} licensed (Leased)")),
